@@ -1,0 +1,49 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+CIFAR10_JPEG := ../shared/datasets/cifar10-jpeg.tar.gz
+DEMO_RUN := runs/demo
+
+.PHONY: setup demo test lint fashion-mnist cifar10 clean
+
+setup: $(VENV)/.installed fashion-mnist cifar10
+
+# torch and torchvision are pinned in pyproject.toml: other versions download gigabytes here.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+fashion-mnist:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'"; \
+	fi
+
+# Decode the CIFAR-10 JPEG archive into convscope's cache once, as the named data set `cifar10`.
+cifar10: $(VENV)/.installed
+	@if [ -f $(CIFAR10_JPEG) ] && ! $(BIN)/convscope data list | grep -q '^cifar10 .*cached'; then \
+		echo "importing CIFAR-10 from $(CIFAR10_JPEG)"; \
+		$(BIN)/convscope data import cifar10 $(CIFAR10_JPEG); \
+	fi
+
+demo: setup
+	rm -rf $(DEMO_RUN)
+	$(BIN)/convscope train --recipe fashion-mnist --out $(DEMO_RUN)
+	$(BIN)/convscope evaluate $(DEMO_RUN)
+	@echo "plots:"; ls $(DEMO_RUN)/plots/*.png
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

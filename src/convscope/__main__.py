@@ -1,0 +1,3 @@
+from convscope.cli import main
+
+raise SystemExit(main())

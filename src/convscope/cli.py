@@ -1,0 +1,223 @@
+"""The ``convscope`` command: parses arguments, calls :mod:`convscope.api`, turns user errors into ``error:`` lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from convscope import __version__
+from convscope.errors import UserError
+
+EXAMPLES = """examples:
+  convscope train --recipe fashion-mnist
+  convscope train --recipe cifar10 --epochs 5 --out runs/c10
+  convscope train --recipe runs/c10/config.toml --set optim.lr=0.002 --set augment.hflip=true
+  convscope train --resume --out runs/c10
+  convscope evaluate runs/c10
+  convscope predict runs/c10 cat.jpg dog.png --topk 3
+  convscope data import pets pets.tar.gz
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line and exit status 2 like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="convscope",
+        description="Train convolutional networks, measure them honestly, show what they look at.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = commands.add_parser("train", help="train a recipe into a run directory")
+    train.add_argument("--recipe", help="a shipped recipe name (see `convscope recipes`) or a .toml file")
+    train.add_argument("--data", help="data set: fashion-mnist, cifar10, mnist:PATH, imagefolder:PATH, csv:PATH, ...")
+    train.add_argument("--model", help="model name (see `convscope models`)")
+    train.add_argument("--epochs", help="number of epochs")
+    train.add_argument("--batch-size", help="training batch size")
+    train.add_argument("--lr", help="learning rate (the peak for onecycle)")
+    train.add_argument("--precision", help="fp32 or bf16 (autocast)")
+    train.add_argument("--device", help="auto, cpu, cuda or mps")
+    train.add_argument("--seed", help="random seed (split, shuffling, augmentation, initialisation)")
+    train.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    train.add_argument("--skip-bad", action="store_true", help="skip corrupt images and list them instead of stopping")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or step lines: one line per epoch")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set any recipe field, e.g. --set optim.lr=0.01 --set augment.hflip=true")
+
+    evaluate = commands.add_parser("evaluate", help="detailed test metrics of a run (writes RUN_DIR/eval.json)")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", help="another data set with the same classes (default: the run's test split)")
+    evaluate.add_argument("--skip-bad", action="store_true")
+
+    predict = commands.add_parser("predict", help="class probabilities for image files")
+    predict.add_argument("run_dir")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--topk", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    commands.add_parser("recipes", help="list the shipped recipes")
+    commands.add_parser("models", help="list the registered models")
+
+    plot = commands.add_parser("plot", help="redraw the figures of a run directory")
+    plot.add_argument("run_dir")
+
+    data = commands.add_parser("data", help="list, import and describe data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    data_commands.add_parser("list", help="named and imported data sets")
+    data_import = data_commands.add_parser("import", help="decode PATH into the cache under NAME")
+    data_import.add_argument("name")
+    data_import.add_argument("path")
+    data_import.add_argument("--skip-bad", action="store_true")
+    data_info = data_commands.add_parser("info", help="splits, classes and sizes of a data set")
+    data_info.add_argument("name")
+    return parser
+
+
+_TRAIN_FLAGS = {
+    "data": "data.name",
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "optim.lr",
+    "precision": "train.precision",
+    "device": "train.device",
+    "seed": "train.seed",
+}
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
+    overrides = {key: getattr(args, flag) for flag, key in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    if args.skip_bad:
+        overrides["data.skip_bad"] = "true"
+    if args.quiet:
+        overrides["train.quiet"] = "true"
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from convscope import api
+
+    if args.resume:
+        if args.out is None:
+            raise UserError("--resume needs --out RUN_DIR: the run to continue")
+        given = [f"--{k.replace('_', '-')}" for k in (*_TRAIN_FLAGS, "recipe") if getattr(args, k) is not None]
+        if given or args.set:
+            raise UserError(f"--resume continues the run with its saved recipe; drop {', '.join(given) or '--set'}")
+        api.train(api.Recipe(), out=args.out, resume=True)
+        return
+    recipe = api.load_recipe(args.recipe or "fashion-mnist", overrides_from_args(args))
+    api.train(recipe, out=args.out)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from convscope import api
+
+    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad)
+    print(f"{result['images']} images of {result['data']}")
+    print(f"accuracy {result['accuracy']:.4f}  error rate {result['error_rate']:.4f}  loss {result['loss']:.4f}")
+    for key in result:
+        if key.startswith("top"):
+            print(f"{key.replace('_', ' ')} {result[key]:.4f}")
+    width = max(len(c) for c in result["classes"])
+    print("per-class accuracy:")
+    for name, value in result["per_class_accuracy"].items():
+        print(f"  {name:<{width}}  {value:.4f}")
+    print(f"written: {Path(args.run_dir) / 'eval.json'}, {Path(args.run_dir) / 'plots' / 'confusion_matrix.png'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from convscope import api
+
+    results = api.predict(args.run_dir, args.inputs, topk=args.topk)
+    if args.json:
+        print(json.dumps([{"input": i, "top": [{"class": c, "p": p} for c, p in r]}
+                          for i, r in zip(args.inputs, results, strict=True)], indent=2))
+        return
+    width = max(len(i) for i in args.inputs)
+    for name, top in zip(args.inputs, results, strict=True):
+        print(f"{name:<{width}}  " + "  ".join(f"{c}: {p:.3f}" for c, p in top))
+
+
+def cmd_recipes(_: argparse.Namespace) -> None:
+    from convscope.config import list_recipes
+
+    rows = list_recipes()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+
+
+def cmd_models(_: argparse.Namespace) -> None:
+    from convscope.models import list_models
+
+    for name in list_models():
+        print(name)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from convscope.report.plots import plot_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metrics.csv").is_file():
+        raise UserError(f"'{run_dir}' has no metrics.csv: not a run directory, or no step finished yet")
+    for path in plot_run(run_dir):
+        print(path)
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from convscope.data import catalog
+
+    if args.data_command == "list":
+        for row in catalog.list_datasets():
+            state = "cached" if row["cached"] else ("available" if row["available"] else "not available")
+            print(f"{row['name']:<16} {state:<14} {row['spec']}")
+    elif args.data_command == "import":
+        dataset = catalog.import_dataset(args.name, args.path, skip_bad=args.skip_bad)
+        sizes = ", ".join(f"{len(s)} {name}" for name, s in dataset.splits.items())
+        print(f"imported {args.name!r}: {sizes} images, {len(dataset.classes)} classes")
+        if dataset.skipped:
+            print(f"skipped {len(dataset.skipped)} unreadable files: " + ", ".join(dataset.skipped))
+    else:
+        print(json.dumps(catalog.dataset_info(args.name), indent=2))
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "recipes": cmd_recipes,
+    "models": cmd_models,
+    "plot": cmd_plot,
+    "data": cmd_data,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; a run continues with `convscope train --resume --out RUN_DIR`", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,236 @@
+"""Recipes: configuration as typed, plain data (the nanoGPT pattern, done as a function).
+
+A recipe is a TOML file with one table per section. Resolution order is
+defaults <- recipe file <- command-line overrides (``--set section.field=value``),
+each value type-checked against the dataclass field it lands in; unknown sections
+and keys are errors that name them.
+
+``[model]`` and ``[task]`` carry a ``name`` plus free options that are checked
+against the constructor's signature when it is called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convscope.data.augment import AugmentConfig
+from convscope.engine.config import OptimConfig, TrainConfig
+from convscope.errors import UserError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"  # a data set spec: fashion-mnist, cifar10, imagefolder:PATH, csv:PATH, ...
+    valid_fraction: float = 0.1  # of the training split, stratified, chosen by the run's seed
+    test_fraction: float = 0.1  # held out (with a fixed seed) only when the source has no test split
+    skip_bad: bool = False  # skip corrupt images instead of stopping
+    eval_batch_size: int = 1024
+
+
+@dataclass
+class NamedConfig:
+    """A ``name`` plus constructor options (``[model]``, ``[task]``)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    task: NamedConfig = field(default_factory=lambda: NamedConfig("classify"))
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: NamedConfig = field(default_factory=lambda: NamedConfig("fastnet"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        for section in ("task", "model"):
+            named: NamedConfig = getattr(self, section)
+            out[section] = {"name": named.name, **named.options}
+        for section in ("data", "augment", "optim", "train"):
+            out[section] = dataclasses.asdict(getattr(self, section))
+        return out
+
+
+_TYPED_SECTIONS = ("data", "augment", "optim", "train")
+_NAMED_SECTIONS = ("task", "model")
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """(name, description) of the recipes shipped with convscope."""
+    rows = []
+    for path in sorted(RECIPES_DIR.glob("*.toml")):
+        with path.open("rb") as f:
+            rows.append((path.stem, tomllib.load(f).get("description", "")))
+    return rows
+
+
+def recipe_path(name_or_file: str) -> Path:
+    """A shipped recipe's name, or a path to a TOML file."""
+    path = Path(name_or_file)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise UserError(f"recipe file '{path}' does not exist")
+        return path
+    shipped = RECIPES_DIR / f"{name_or_file}.toml"
+    if not shipped.is_file():
+        known = ", ".join(name for name, _ in list_recipes())
+        raise UserError(f"unknown recipe {name_or_file!r}; expected a .toml file or one of: {known}")
+    return shipped
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"recipe '{path}' is not valid TOML: {exc}") from None
+
+
+def load_recipe(name_or_file: str | None, overrides: dict[str, str] | None = None) -> Recipe:
+    """Resolve a recipe: defaults <- file <- overrides (``section.field`` -> string value)."""
+    recipe = Recipe()
+    if name_or_file is not None:
+        path = recipe_path(name_or_file)
+        recipe = recipe_from_dict(read_toml(path), source=str(path), default_name=path.stem)
+    for key, raw in (overrides or {}).items():
+        apply_override(recipe, key, raw)
+    return recipe
+
+
+def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "custom") -> Recipe:
+    recipe = Recipe(name=data.get("name", default_name), description=data.get("description", ""))
+    for key, value in data.items():
+        where = f"{source}: {key}"
+        if key in ("name", "description"):
+            _check_type(value, str, where)
+        elif key in _NAMED_SECTIONS:
+            value = _expect_table(value, where)
+            named: NamedConfig = getattr(recipe, key)
+            if "name" in value:
+                named.name = _check_type(value["name"], str, f"{where}.name")
+            named.options.update({k: v for k, v in value.items() if k != "name"})
+        elif key in _TYPED_SECTIONS:
+            section = getattr(recipe, key)
+            for field_name, field_value in _expect_table(value, where).items():
+                _set_field(section, key, field_name, field_value, source)
+        else:
+            known = ", ".join(("name", "description", *_NAMED_SECTIONS, *_TYPED_SECTIONS))
+            raise UserError(f"{source}: unknown recipe section {key!r}; expected one of: {known}")
+    return recipe
+
+
+def apply_override(recipe: Recipe, key: str, raw: str) -> None:
+    """Apply ``--set section.field=value``; the value is read as TOML, else taken as a string."""
+    value = parse_value(raw)
+    section_name, _, field_name = key.partition(".")
+    if key in ("name", "description"):
+        setattr(recipe, key, str(value))
+        return
+    if not field_name:
+        raise UserError(f"--set {key}: expected section.field, e.g. train.epochs=5")
+    if section_name in _NAMED_SECTIONS:
+        named: NamedConfig = getattr(recipe, section_name)
+        if field_name == "name":
+            named.name = _check_type(value, str, f"--set {key}")
+        else:
+            named.options[field_name] = value
+        return
+    if section_name not in _TYPED_SECTIONS:
+        known = ", ".join((*_NAMED_SECTIONS, *_TYPED_SECTIONS))
+        raise UserError(f"--set {key}: unknown section {section_name!r}; expected one of: {known}")
+    _set_field(getattr(recipe, section_name), section_name, field_name, value, "--set")
+
+
+def parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _expect_table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a table, got {value!r}")
+    return value
+
+
+def _set_field(section: Any, section_name: str, field_name: str, value: Any, source: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if field_name not in fields:
+        known = ", ".join(fields)
+        raise UserError(f"{source}: unknown key {section_name}.{field_name!r}; expected one of: {known}")
+    hints = typing.get_type_hints(type(section))
+    setattr(section, field_name, _check_type(value, hints[field_name], f"{source}: {section_name}.{field_name}"))
+
+
+def _check_type(value: Any, expected: Any, where: str) -> Any:
+    """Check ``value`` against a simple annotation (str, int, float, bool, list[...], X | None)."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(expected):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, option, where)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(expected) or (Any,)
+        items = [v if item_type is Any else _check_type(v, item_type, where) for v in value]
+        return items if origin is list else tuple(items)
+    if expected is Any:
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise UserError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        raise UserError(f"{where}: expected {names.get(expected, expected.__name__)}, got {value!r}")
+    return value
+
+
+def write_recipe_toml(recipe: Recipe, path: Path) -> None:
+    """Write the resolved recipe (what the run actually used) as TOML."""
+    path.write_text(to_toml(recipe.to_dict()))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [
+        f"\n[{k}]\n" + "\n".join(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
+        for k, v in data.items()
+        if isinstance(v, dict)
+    ]
+    return "\n".join(scalars) + "\n" + "\n".join(tables) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

@@ -1,0 +1,122 @@
+"""The figures of a run directory, drawn from its ``metrics.csv`` so they can be redrawn any time."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen here or on most servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``metrics.csv`` -> {split: {column: values}}; empty cells become NaN."""
+    rows: dict[str, list[dict[str, str]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            rows.setdefault(row["split"], []).append(row)
+    return {split: _columns(split_rows) for split, split_rows in rows.items()}
+
+
+def _columns(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    out = {}
+    for key in rows[0]:
+        if key == "split":
+            continue
+        out[key] = np.array([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows])
+    return out
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` steps (seed 004's ``loss_avg``), defined from the first step."""
+    cumsum = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(idx - window, 0)
+    return (cumsum[idx] - cumsum[start]) / (idx - start)
+
+
+def plot_training_history(metrics: dict[str, dict[str, np.ndarray]], path: Path, metric: str = "accuracy") -> None:
+    """Loss and ``metric`` per step (raw and moving average) with the validation values per epoch."""
+    train, valid = metrics["train"], metrics.get("valid", {})
+    steps_per_epoch = max(1, int(np.sum(train["epoch"] == train["epoch"][0])))
+    window = max(1, int(0.05 * steps_per_epoch))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name in zip(axes, ("loss", metric), strict=True):
+        if name not in train:
+            ax.set_visible(False)
+            continue
+        ax.plot(train["step"], train[name], alpha=0.3, color="C0")
+        ax.plot(train["step"], moving_average(train[name], window), color="C0", label=f"train (avg of {window} steps)")
+        if name in valid:
+            ax.plot(valid["step"], valid[name], "o-", color="C1", label="valid (per epoch)")
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(linestyle="dashed", alpha=0.3)
+        ax.legend()
+    if metric in train:
+        axes[1].set_ylim(0, 1)
+    axes[0].set_ylim(0, float(np.nanmax(train["loss"])) * 1.05)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_schedule(metrics: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """Learning rate and momentum (SGD momentum or Adam beta1) per step."""
+    train = metrics["train"]
+    names = [n for n in ("lr", "momentum") if n in train and not np.all(np.isnan(train[n]))]
+    if not names:
+        return
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.8 * len(names)), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        ax.plot(train["step"], train[name], color="black", label=name)
+        ax.grid(linestyle="dotted")
+        ax.legend(loc="upper right")
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path) -> None:
+    """Counts with row-normalised colour, true class on the rows."""
+    counts = matrix.cpu().numpy()
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.55 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                colour = "white" if share[i, j] > 0.5 else "black"
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_title(f"confusion matrix (accuracy {np.trace(counts) / max(counts.sum(), 1):.4f})")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """(Re)draw the training figures of a run into ``RUN_DIR/plots``."""
+    metrics_path = run_dir / "metrics.csv"
+    if not metrics_path.is_file():
+        return []
+    metrics = read_metrics(metrics_path)
+    if "train" not in metrics:
+        return []
+    plots = run_dir / "plots"
+    plot_training_history(metrics, plots / "history.png")
+    plot_schedule(metrics, plots / "schedule.png")
+    return sorted(plots.glob("*.png"))
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+"""Image classification: softmax cross-entropy over class logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from convscope.tasks import TASKS
+
+
+class ClassifyTask:
+    """A batch is ``(images, labels)``; the model returns class logits."""
+
+    name = "classify"
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, topk: int = 5) -> None:
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        # Top-k is only informative when k < number of classes.
+        self.topk = topk if 1 < topk < num_classes else 0
+
+    def training_step(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        logits = model(x)
+        # The loss in fp32 even under bf16 autocast: log-softmax of bf16 logits loses precision.
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        accuracy = (logits.argmax(dim=1) == y).float().mean()
+        return loss, {"accuracy": accuracy}
+
+    def make_metrics(self, detailed: bool = False) -> MetricCollection:
+        """Validation metrics (scalars); ``detailed`` adds per-class accuracy and the confusion matrix."""
+        metrics: dict = {
+            "loss": MeanMetric(),
+            "accuracy": MulticlassAccuracy(self.num_classes, average="micro"),
+        }
+        if self.topk:
+            metrics[f"top{self.topk}_accuracy"] = MulticlassAccuracy(self.num_classes, top_k=self.topk, average="micro")
+        if detailed:
+            metrics["per_class_accuracy"] = MulticlassAccuracy(self.num_classes, average=None)
+            metrics["confusion_matrix"] = MulticlassConfusionMatrix(self.num_classes)
+        return MetricCollection(metrics, compute_groups=False)
+
+    def validation_step(self, model: nn.Module, batch, metrics: MetricCollection) -> None:
+        x, y = batch
+        logits = model(x).float()
+        loss = F.cross_entropy(logits, y, reduction="none")
+        for key, metric in metrics.items():
+            if key == "loss":
+                metric.update(loss)
+            else:
+                metric.update(logits, y)
+
+    def batch_size(self, batch) -> int:
+        return batch[1].shape[0]
+
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities."""
+        return model(x).float().softmax(dim=1)
+
+
+@TASKS.register("classify")
+def classify(num_classes: int, label_smoothing: float = 0.0, topk: int = 5) -> ClassifyTask:
+    return ClassifyTask(num_classes, label_smoothing=label_smoothing, topk=topk)
