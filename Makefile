@@ -6,7 +6,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 CIFAR10_JPEG := ../shared/datasets/cifar10-jpeg.tar.gz
 DEMO_RUN := runs/demo
 
-.PHONY: setup demo test lint fashion-mnist cifar10 clean
+.PHONY: setup demo test bench lint fashion-mnist cifar10 clean
 
 setup: $(VENV)/.installed fashion-mnist cifar10
 
@@ -47,3 +47,8 @@ lint: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) runs
+
+bench: setup
+	$(BIN)/convscope bench demo-fashion
+	$(BIN)/convscope bench seed004-selu
+	$(BIN)/convscope bench seed003-cifar

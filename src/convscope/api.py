@@ -22,12 +22,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
+from convscope.data.augment import build_augment
 from convscope.data.catalog import open_dataset
 from convscope.data.datamodule import ImageData, make_loader, prepare_image_data
 from convscope.data.images import decode_image
 from convscope.engine import Trainer
 from convscope.engine.checkpoint import load_model_state
 from convscope.engine.optim import resolve_device
+from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
 from convscope.models import create_model
 from convscope.report.plots import plot_confusion_matrix, plot_run
@@ -57,9 +59,11 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         test_fraction=recipe.data.test_fraction,
         seed=recipe.train.seed,
         skip_bad=recipe.data.skip_bad,
+        subset=recipe.data.subset,
     )
     info = data.describe()
     task = build_task(recipe, len(data.classes))
+    seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(recipe, info)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,16 +131,19 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 
 def build_task(recipe: Recipe, num_classes: int):
-    return call_with_options(TASKS.get(recipe.task.name), recipe.task.options, f"task {recipe.task.name!r}",
-                             num_classes=num_classes)
+    return call_with_options(
+        TASKS.get(recipe.task.name), recipe.task.options, f"task {recipe.task.name!r}", num_classes=num_classes
+    )
 
 
 def build_model(recipe: Recipe, info: dict) -> nn.Module:
+    crop = recipe.augment.center_crop
     return create_model(
         recipe.model.name,
         num_classes=len(info["classes"]),
         in_channels=info["channels"],
-        image_size=tuple(info["image_size"]),
+        # What the network sees: the stored size, or the centre crop of it.
+        image_size=(crop, crop) if crop else tuple(info["image_size"]),
         **recipe.model.options,
     )
 
@@ -151,10 +158,15 @@ def call_with_options(fn: Callable[..., Any], options: dict[str, Any], what: str
 
 
 def _loaders(recipe: Recipe, data: ImageData, device: torch.device) -> dict:
-    common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": recipe.train.channels_last}
+    common = {
+        "mean": data.mean,
+        "std": data.std,
+        "device": device,
+        "channels_last": recipe.train.channels_last,
+        "augment": recipe.augment,
+    }
     loaders = {
-        "train": make_loader(data.train, recipe.train.batch_size, train=True, seed=recipe.train.seed,
-                             augment=recipe.augment, **common),
+        "train": make_loader(data.train, recipe.train.batch_size, train=True, seed=recipe.train.seed, **common),
         "test": make_loader(data.test, recipe.data.eval_batch_size, **common),
     }
     if data.valid is not None:
@@ -180,6 +192,9 @@ class LoadedRun:
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW at the run's size -> normalised float on the run's device (the evaluation transform)."""
         x = images.to(self.device).float().div_(255)
+        evaluation = build_augment(self.recipe.augment, train=False)
+        if evaluation is not None:
+            x = evaluation(x, torch.Generator())
         return TF.normalize(x, self.info["mean"], self.info["std"])
 
 
@@ -218,8 +233,15 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = F
         test = dataset.splits.get("test", dataset.splits["train"])
         _check_compatible(run, dataset.classes, dataset.channels, dataset.image_size, data)
         source = data
-    loader = make_loader(test, recipe.data.eval_batch_size, mean=run.info["mean"], std=run.info["std"],
-                         device=run.device, channels_last=recipe.train.channels_last)
+    loader = make_loader(
+        test,
+        recipe.data.eval_batch_size,
+        mean=run.info["mean"],
+        std=run.info["std"],
+        device=run.device,
+        channels_last=recipe.train.channels_last,
+        augment=recipe.augment,
+    )
     metrics = run.task.make_metrics(detailed=True).to(run.device)
     bf16 = recipe.train.precision == "bf16"
     with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -54,8 +54,13 @@ def build_parser() -> Parser:
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--skip-bad", action="store_true", help="skip corrupt images and list them instead of stopping")
     train.add_argument("--quiet", action="store_true", help="no progress bar or step lines: one line per epoch")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="set any recipe field, e.g. --set optim.lr=0.01 --set augment.hflip=true")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any recipe field, e.g. --set optim.lr=0.01 --set augment.hflip=true",
+    )
 
     evaluate = commands.add_parser("evaluate", help="detailed test metrics of a run (writes RUN_DIR/eval.json)")
     evaluate.add_argument("run_dir")
@@ -67,6 +72,11 @@ def build_parser() -> Parser:
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     predict.add_argument("--topk", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    bench = commands.add_parser("bench", help="run a benchmark on the real data (writes benchmarks/results/NAME.json)")
+    bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
+    bench.add_argument("--out", help="write the JSON here instead")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
 
     commands.add_parser("recipes", help="list the shipped recipes")
     commands.add_parser("models", help="list the registered models")
@@ -148,12 +158,30 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     results = api.predict(args.run_dir, args.inputs, topk=args.topk)
     if args.json:
-        print(json.dumps([{"input": i, "top": [{"class": c, "p": p} for c, p in r]}
-                          for i, r in zip(args.inputs, results, strict=True)], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"input": i, "top": [{"class": c, "p": p} for c, p in r]}
+                    for i, r in zip(args.inputs, results, strict=True)
+                ],
+                indent=2,
+            )
+        )
         return
     width = max(len(i) for i in args.inputs)
     for name, top in zip(args.inputs, results, strict=True):
         print(f"{name:<{width}}  " + "  ".join(f"{c}: {p:.3f}" for c, p in top))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from convscope.bench import BENCHMARKS, run_benchmark
+
+    if args.name is None:
+        for name, bench in BENCHMARKS.items():
+            print(f"{name:<14} recipe {bench.recipe}: {bench.goal}")
+        return
+    overrides = dict(item.partition("=")[::2] for item in args.set)
+    run_benchmark(args.name, out=Path(args.out) if args.out else None, overrides=overrides)
 
 
 def cmd_recipes(_: argparse.Namespace) -> None:
@@ -203,6 +231,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "bench": cmd_bench,
     "recipes": cmd_recipes,
     "models": cmd_models,
     "plot": cmd_plot,

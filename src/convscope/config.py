@@ -32,6 +32,7 @@ class DataConfig:
     valid_fraction: float = 0.1  # of the training split, stratified, chosen by the run's seed
     test_fraction: float = 0.1  # held out (with a fixed seed) only when the source has no test split
     skip_bad: bool = False  # skip corrupt images instead of stopping
+    subset: int = 0  # train on a random N of the training images (quick experiments); 0 = all
     eval_batch_size: int = 1024
 
 
@@ -107,6 +108,13 @@ def load_recipe(name_or_file: str | None, overrides: dict[str, str] | None = Non
         recipe = recipe_from_dict(read_toml(path), source=str(path), default_name=path.stem)
     for key, raw in (overrides or {}).items():
         apply_override(recipe, key, raw)
+    return validated(recipe)
+
+
+def validated(recipe: Recipe) -> Recipe:
+    """Run each section's own checks (``__post_init__``) on the values set field by field."""
+    for section in _TYPED_SECTIONS:
+        setattr(recipe, section, dataclasses.replace(getattr(recipe, section)))
     return recipe
 
 
@@ -129,7 +137,7 @@ def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "
         else:
             known = ", ".join(("name", "description", *_NAMED_SECTIONS, *_TYPED_SECTIONS))
             raise UserError(f"{source}: unknown recipe section {key!r}; expected one of: {known}")
-    return recipe
+    return validated(recipe)
 
 
 def apply_override(recipe: Recipe, key: str, raw: str) -> None:

@@ -50,21 +50,24 @@ class ImageData:
 
 
 def prepare_image_data(
-    spec: str, *, valid_fraction: float, test_fraction: float, seed: int, skip_bad: bool = False
+    spec: str, *, valid_fraction: float, test_fraction: float, seed: int, skip_bad: bool = False, subset: int = 0
 ) -> ImageData:
     """Open ``spec`` and split it; mean and std are the training split's own."""
     dataset = open_dataset(spec, skip_bad=skip_bad)
     train = dataset.splits["train"]
     test = dataset.splits.get("test")
     if test is None:
-        keep, held_out = train_valid_split(train.labels, test_fraction, TEST_SPLIT_SEED)
+        keep, held_out = train_valid_split(train.labels, test_fraction, TEST_SPLIT_SEED, field="data.test_fraction")
         if len(held_out) == 0:
             raise UserError(f"data set {spec!r} has no test split and data.test_fraction is 0")
         train, test = train.subset(keep), train.subset(held_out)
     valid = None
     if valid_fraction > 0:
-        train_index, valid_index = train_valid_split(train.labels, valid_fraction, seed)
+        train_index, valid_index = train_valid_split(train.labels, valid_fraction, seed, field="data.valid_fraction")
         train, valid = train.subset(train_index), train.subset(valid_index)
+    if 0 < subset < len(train):
+        generator = torch.Generator().manual_seed(seed)
+        train = train.subset(torch.randperm(len(train), generator=generator)[:subset].sort().values)
     if len(train) == 0:
         raise UserError(f"data set {spec!r} leaves no training images after the valid/test split")
     mean, std = channel_stats(train.images)
@@ -88,7 +91,8 @@ def make_loader(
         batch_size,
         shuffle=train,
         seed=seed,
-        augment=build_augment(augment) if (train and augment is not None) else None,
+        # Evaluation keeps only the deterministic steps (a centre crop) so it sees what training saw.
+        augment=build_augment(augment, train=train) if augment is not None else None,
         mean=mean,
         std=std,
         device=device,

@@ -1,0 +1,116 @@
+"""Training configuration as plain typed data: each dataclass becomes a section of a recipe TOML.
+
+Only simple field types (str, int, float, bool, list[float]) so a recipe can set every field.
+``validate()`` checks values against what the engine accepts; it runs on construction and again
+when the Trainer starts, because the recipe loader may set fields one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from convscope.errors import UserError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "onecycle", "cosine", "step")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+EARLY_STOPPING = ("none", "seed001", "patience")
+MONITOR_MODES = ("max", "min")
+
+
+def _choice(section: str, field: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UserError(f"{section}.{field} = {value!r} is not one of: {', '.join(allowed)}")
+
+
+def _at_least(section: str, field: str, value: float, low: float) -> None:
+    if not value >= low:  # written so that NaN fails too
+        raise UserError(f"{section}.{field} = {value!r} must be >= {low}")
+
+
+def _in_range(section: str, field: str, value: float, low: float, high: float) -> None:
+    """low <= value < high."""
+    if not low <= value < high:
+        raise UserError(f"{section}.{field} = {value!r} must be in [{low}, {high})")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # sgd | adam | adamw
+    lr: float = 1e-3  # base lr; the peak lr for onecycle
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd momentum / beta1 of adam(w); onecycle cycles it 0.95 -> 0.85 -> 0.95 instead
+    nesterov: bool = False
+    beta2: float = 0.999
+    scheduler: str = "none"  # none | onecycle | cosine | step
+    warmup_fraction: float = 0.0  # linear warm-up (cosine, step), fraction of all steps
+    pct_start: float = 0.3  # onecycle: fraction of steps spent raising the lr
+    div_factor: float = 25.0  # onecycle: initial lr = lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: final lr = initial lr / final_div_factor
+    step_epochs: int = 1  # step: decay every N epochs
+    gamma: float = 0.1  # step: decay factor
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        s = "optim"
+        _choice(s, "name", self.name, OPTIMIZERS)
+        _choice(s, "scheduler", self.scheduler, SCHEDULERS)
+        if not self.lr > 0:
+            raise UserError(f"optim.lr = {self.lr!r} must be > 0")
+        _at_least(s, "weight_decay", self.weight_decay, 0.0)
+        _in_range(s, "momentum", self.momentum, 0.0, 1.0)
+        _in_range(s, "beta2", self.beta2, 0.0, 1.0)
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise UserError("optim.nesterov = true needs optim.name = 'sgd' and optim.momentum > 0")
+        _in_range(s, "warmup_fraction", self.warmup_fraction, 0.0, 1.0)
+        if not 0 < self.pct_start < 1:
+            raise UserError(f"optim.pct_start = {self.pct_start!r} must be in (0, 1)")
+        _at_least(s, "div_factor", self.div_factor, 1.0)
+        _at_least(s, "final_div_factor", self.final_div_factor, 1.0)
+        _at_least(s, "step_epochs", self.step_epochs, 1)
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"optim.gamma = {self.gamma!r} must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128  # used by whoever builds the loaders
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    device: str = "auto"  # auto | cpu | cuda | mps
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    log_every: int = 50  # steps between log lines when there is no bar
+    window: int = 0  # moving-average window of step logs; 0 = 5% of an epoch (seed 004)
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
+    # none | seed001 (stop when the monitored value gets worse than the previous epoch's) | patience
+    early_stopping: str = "none"
+    patience: int = 3  # epochs without improvement before stopping (early_stopping = "patience")
+    monitor: str = "accuracy"  # a validation metric name: picks best.pt and drives early stopping
+    monitor_mode: str = "max"  # max | min
+    quiet: bool = False  # no bar and no step lines: only one line per epoch
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        s = "train"
+        _at_least(s, "epochs", self.epochs, 1)
+        _at_least(s, "batch_size", self.batch_size, 1)
+        _choice(s, "precision", self.precision, PRECISIONS)
+        _choice(s, "device", self.device, DEVICES)
+        _at_least(s, "grad_clip", self.grad_clip, 0.0)
+        _at_least(s, "log_every", self.log_every, 1)
+        _at_least(s, "window", self.window, 0)
+        _at_least(s, "checkpoint_every", self.checkpoint_every, 0)
+        _choice(s, "early_stopping", self.early_stopping, EARLY_STOPPING)
+        _at_least(s, "patience", self.patience, 1)
+        _choice(s, "monitor_mode", self.monitor_mode, MONITOR_MODES)
+        if not self.monitor:
+            raise UserError("train.monitor is empty; name a validation metric such as 'accuracy' or 'loss'")

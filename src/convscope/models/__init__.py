@@ -1,0 +1,51 @@
+"""Model registry: name -> constructor (the timm pattern).
+
+Every constructor takes ``(num_classes, in_channels, image_size, **options)`` and returns a
+:class:`~convscope.models.layers.ConvNet`: ``features`` (the convolutional body) and ``head``
+(the classifier), with forward = ``head(features(x))`` returning raw logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from convscope.errors import UserError
+from convscope.models import fastnet, seeds
+from convscope.registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model")
+
+# Registered here rather than by decorators in each module, so the list of names lives in one place
+# and the modules do not import this package back.
+MODELS.register("selu-lenet")(seeds.selu_lenet)
+MODELS.register("lenet5")(seeds.lenet5)
+MODELS.register("cifar-cnn")(seeds.cifar_cnn)
+MODELS.register("fastnet")(fastnet.fastnet)
+MODELS.register("fastnet-small")(fastnet.fastnet_small)
+
+_POSITIONAL = ("num_classes", "in_channels", "image_size")
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options model ``name`` accepts, with their defaults."""
+    params = inspect.signature(MODELS.get(name)).parameters
+    return {k: p.default for k, p in params.items() if k not in _POSITIONAL}
+
+
+def create_model(
+    name: str, *, num_classes: int, in_channels: int, image_size: tuple[int, int], **options: Any
+) -> nn.Module:
+    """Build model ``name``; an option it does not take is a UserError naming the ones it does."""
+    accepted = model_options(name)
+    for key in options:
+        if key not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise UserError(f"model {name!r} has no option {key!r}; accepted: {known}")
+    return MODELS.get(name)(num_classes, in_channels, tuple(image_size), **options)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
