@@ -143,9 +143,9 @@ def _open(name: str, source: _Source, skip_bad: bool) -> Dataset:
     cached = load_splits(key)
     # An entry built with skip_bad that left files out is only good for skip_bad opens;
     # otherwise decoding again raises the exact error about the first bad file.
-    if cached is not None and (skip_bad or not cached[1]["skipped"]):
+    if cached is not None and (skip_bad or not cached[1].get("skipped")):
         splits, meta = cached
-        return Dataset(name, splits, str(source.path), meta["skipped"], key)
+        return Dataset(name, splits, str(source.path), meta.get("skipped", []), key)
     splits, skipped = source.decode(skip_bad)
     save_splits(key, splits, {"source": str(source.path), "skipped": skipped})
     return Dataset(name, splits, str(source.path), skipped, key)

@@ -103,7 +103,7 @@ def load_images(paths: Sequence[Path], *, skip_bad: bool = False, size: tuple[in
     infos = _in_chunks(len(paths), lambda chunk: [_probe_or_skip(paths[i], skip_bad) for i in chunk])
     readable = [i for i, info in enumerate(infos) if info is not None]
     if not readable:
-        raise UserError(f"none of the {len(paths)} images could be decoded (the first is '{paths[0]}')")
+        raise _nothing_decoded(paths)
     channels = 3 if any(infos[i].colour for i in readable) else 1
     size = size or Counter(infos[i].size for i in readable).most_common(1)[0][0]
     out = torch.empty((len(readable), channels, *size), dtype=torch.uint8)
@@ -122,7 +122,7 @@ def load_images(paths: Sequence[Path], *, skip_bad: bool = False, size: tuple[in
         failed = set(_in_chunks(len(readable), decode_chunk))
     kept_slots = [slot for slot in range(len(readable)) if slot not in failed]
     if not kept_slots:
-        raise UserError(f"none of the {len(paths)} images could be decoded (the first is '{paths[0]}')")
+        raise _nothing_decoded(paths)
     images = out if not failed else out[torch.tensor(kept_slots)]
     skipped = {i for i, info in enumerate(infos) if info is None} | {readable[slot] for slot in failed}
     return DecodedImages(images, [readable[slot] for slot in kept_slots], [paths[i] for i in sorted(skipped)])
@@ -153,7 +153,7 @@ def _decode_pil(data: bytes, channels: int) -> torch.Tensor:
         img.load()
         if img.mode in _WIDE_MODES:
             wide = np.asarray(img).astype(np.int32)
-            img = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), mode="L")
+            img = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8))
         pixels = np.array(img.convert("L" if channels == 1 else "RGB"))
     if channels == 1:
         return torch.from_numpy(pixels).unsqueeze(0)
@@ -163,6 +163,11 @@ def _decode_pil(data: bytes, channels: int) -> torch.Tensor:
 def _decode_error(path: Path, exc: Exception) -> UserError:
     reason = "not an image file PIL can identify" if isinstance(exc, UnidentifiedImageError) else str(exc)
     return UserError(f"cannot decode image '{path}': {reason}")
+
+
+def _nothing_decoded(paths: Sequence[Path]) -> UserError:
+    first = f" (the first is '{paths[0]}')" if paths else ""
+    return UserError(f"none of the {len(paths)} images could be decoded{first}")
 
 
 def _probe_or_skip(path: Path, skip_bad: bool) -> ImageInfo | None:

@@ -90,7 +90,7 @@ def read_idx_dir(path: Path, *, fashion: bool = False) -> tuple[Splits, list[str
         arrays[split] = (images, labels)
         top = max(top, int(labels.max(initial=0)))
     # Digit names extend past 9 for IDX sets with more classes (EMNIST and the like).
-    classes = FASHION_MNIST_CLASSES if fashion else [str(label) for label in range(max(10, top + 1))]
+    classes = list(FASHION_MNIST_CLASSES) if fashion else [str(label) for label in range(max(10, top + 1))]
     splits = {
         split: ImageSet(torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64)), classes)
         for split, (images, labels) in arrays.items()
