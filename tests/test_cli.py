@@ -20,9 +20,20 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 # Small and quick: a tiny network, two epochs, fp32 so results do not depend on the CPU's bf16 support.
 QUICK = [
-    "--model", "fastnet-small", "--epochs", "2", "--batch-size", "8", "--precision", "fp32", "--quiet",
-    "--set", "data.valid_fraction=0.25", "--set", "data.eval_batch_size=16",
-]  # fmt: skip
+    "--model",
+    "fastnet-small",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--precision",
+    "fp32",
+    "--quiet",
+    "--set",
+    "data.valid_fraction=0.25",
+    "--set",
+    "data.eval_batch_size=16",
+]
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -32,7 +43,7 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 
 def train(capsys, data: str, out: Path, *extra: str) -> Path:
-    code, stdout, err = cli(capsys, "train", "--data", data, "--out", out, *QUICK, *extra)
+    code, _, err = cli(capsys, "train", "--data", data, "--out", out, *QUICK, *extra)
     assert code == 0, err
     return out
 
@@ -44,12 +55,29 @@ def folder(tmp_path: Path) -> Path:
 
 def test_train_evaluate_predict(capsys, folder: Path, tmp_path: Path):
     run = train(capsys, f"imagefolder:{folder}", tmp_path / "run")
-    for name in ("config.toml", "run.json", "metrics.csv", "model.safetensors", "summary.json",
-                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/history.png", "plots/schedule.png"):  # fmt: skip
+    for name in (
+        "config.toml",
+        "run.json",
+        "metrics.csv",
+        "model.safetensors",
+        "summary.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "plots/history.png",
+        "plots/schedule.png",
+    ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
-    for key in ("task", "dataset", "model", "epochs", "train_seconds", "test_accuracy", "test_loss",
-                "best_valid_accuracy"):  # fmt: skip
+    for key in (
+        "task",
+        "dataset",
+        "model",
+        "epochs",
+        "train_seconds",
+        "test_accuracy",
+        "test_loss",
+        "best_valid_accuracy",
+    ):
         assert key in summary
     assert summary["epochs"] == 2 and summary["model"] == "fastnet-small"
     assert 0.0 <= summary["test_accuracy"] <= 1.0
@@ -83,30 +111,38 @@ def test_train_evaluate_predict(capsys, folder: Path, tmp_path: Path):
     assert code == 0 and "history.png" in out
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        pytest.param(lambda root: f"mnist:{make_idx(root / 'idx', n=40, n_test=10, gz=True)}", id="idx-gz"),
-        pytest.param(lambda root: f"mnist:{make_idx(root / 'idx', n=40, n_test=10, gz=False)}", id="idx-raw"),
-        pytest.param(lambda root: f"csv:{make_csv_folder(root / 'histo', labels=['0', '1'] * 12, size=(16, 16))}",
-                     id="csv"),  # fmt: skip
-        pytest.param(lambda root: "imagefolder:" + str(make_archive(
-            make_imagefolder(root / "a", per_class=8, size=(16, 16)), "tar.gz")), id="tar.gz"),  # fmt: skip
-        pytest.param(lambda root: "imagefolder:" + str(make_archive(
-            make_imagefolder(root / "a", per_class=8, size=(16, 16)), "zip")), id="zip"),  # fmt: skip
-        *[
-            pytest.param(
-                lambda root, mode=mode, ext=ext: "imagefolder:"
-                + str(make_imagefolder(root / "f", per_class=8, size=(16, 16), mode=mode, ext=ext)),
-                id=f"{mode}-{ext}",
-            )
-            for mode, ext in [("L", "png"), ("RGBA", "png"), ("P", "bmp"), ("CMYK", "jpg"), ("I;16", "png"),
-                              ("RGB", "tif"), ("RGB", "webp")]  # fmt: skip
-        ],
-    ],
-)
-def test_every_format_trains(capsys, tmp_path: Path, make):
-    spec = make(tmp_path)
+def _archive(root: Path, fmt: str) -> str:
+    return f"imagefolder:{make_archive(make_imagefolder(root / 'a', per_class=8, size=(16, 16)), fmt)}"
+
+
+def _folder(root: Path, mode: str, ext: str) -> str:
+    return f"imagefolder:{make_imagefolder(root / 'f', per_class=8, size=(16, 16), mode=mode, ext=ext)}"
+
+
+FORMATS = {
+    "idx-gz": lambda root: f"mnist:{make_idx(root / 'idx', n=40, n_test=10, gz=True)}",
+    "idx-raw": lambda root: f"mnist:{make_idx(root / 'idx', n=40, n_test=10, gz=False)}",
+    "csv": lambda root: f"csv:{make_csv_folder(root / 'histo', labels=['0', '1'] * 12, size=(16, 16))}",
+    "tar.gz": lambda root: _archive(root, "tar.gz"),
+    "zip": lambda root: _archive(root, "zip"),
+    **{
+        f"{mode}-{ext}": (lambda root, mode=mode, ext=ext: _folder(root, mode, ext))
+        for mode, ext in [
+            ("L", "png"),
+            ("RGBA", "png"),
+            ("P", "bmp"),
+            ("CMYK", "jpg"),
+            ("I;16", "png"),
+            ("RGB", "tif"),
+            ("RGB", "webp"),
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_trains(capsys, tmp_path: Path, fmt: str):
+    spec = FORMATS[fmt](tmp_path)
     run = train(capsys, spec, tmp_path / "run", "--epochs", "1")
     assert json.loads((run / "summary.json").read_text())["test_accuracy"] is not None
 
@@ -174,8 +210,9 @@ def test_corrupt_image_is_named_and_skip_bad_skips_it(capsys, folder: Path, tmp_
     bad.write_bytes((folder / "train" / "cat" / "000.png").read_bytes()[:40])
     code, _, err = cli(capsys, "train", "--data", f"imagefolder:{folder}", "--out", tmp_path / "r1", *QUICK)
     assert code == 2 and "broken.png" in one_error_line(err)
-    code, out, err = cli(capsys, "train", "--data", f"imagefolder:{folder}", "--out", tmp_path / "r2", *QUICK,
-                         "--skip-bad")  # fmt: skip
+    code, out, err = cli(
+        capsys, "train", "--data", f"imagefolder:{folder}", "--out", tmp_path / "r2", *QUICK, "--skip-bad"
+    )
     assert code == 0, err
     assert "broken.png" in out
     info = json.loads((tmp_path / "r2" / "run.json").read_text())
@@ -215,8 +252,9 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path, conv
     subprocess.run([*command, *args, "--out", tmp_path / "whole"], env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, *args, "--out", killed], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [*command, *args, "--out", killed], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not (killed / "checkpoints" / "last.pt").exists():
         assert process.poll() is None, "training ended before its first checkpoint"
@@ -234,10 +272,23 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path, conv
     assert resumed["test_loss"] == whole["test_loss"]
 
 
-@pytest.mark.skipif(not FASHION.exists(), reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FASHION.exists(), reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
+)
 def test_real_fashion_mnist_subset_trains_well_above_chance(capsys, tmp_path: Path):
-    code, out, err = cli(capsys, "train", "--recipe", "fashion-mnist", "--out", tmp_path / "run", "--epochs", "3",
-                         "--set", "data.subset=8000", "--quiet")  # fmt: skip
+    code, _, err = cli(
+        capsys,
+        "train",
+        "--recipe",
+        "fashion-mnist",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        "3",
+        "--set",
+        "data.subset=8000",
+        "--quiet",
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test_accuracy"] > 0.75  # chance is 0.10
