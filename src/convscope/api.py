@@ -25,7 +25,7 @@ from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, w
 from convscope.data.augment import build_augment
 from convscope.data.catalog import open_dataset
 from convscope.data.datamodule import ImageData, make_loader, prepare_image_data
-from convscope.data.images import decode_image
+from convscope.data.images import decode_image, fit_size
 from convscope.engine import Trainer
 from convscope.engine.checkpoint import load_model_state
 from convscope.engine.optim import resolve_device
@@ -289,15 +289,10 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3)
 
 
 def load_for_run(path: Path, info: dict) -> torch.Tensor:
-    """Decode an image file and bring it to the run's channels and size (shorter side, then centre crop)."""
+    """Decode an image file and bring it to the run's channels and size (scale to cover, then centre crop)."""
     if not path.is_file():
         raise UserError(f"input image '{path}' does not exist")
-    image = decode_image(path, info["channels"])
-    height, width = info["image_size"]
-    if tuple(image.shape[1:]) != (height, width):
-        image = TF.resize(image, [min(height, width)], antialias=True)
-        image = TF.center_crop(image, [height, width])
-    return image
+    return fit_size(decode_image(path, info["channels"]), tuple(info["image_size"]))
 
 
 def _write_json(path: Path, data: dict) -> None:
