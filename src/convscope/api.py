@@ -17,15 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
-from convscope.data.augment import build_augment
-from convscope.data.catalog import open_dataset
-from convscope.data.datamodule import ImageData, make_loader, prepare_image_data
-from convscope.data.images import decode_image, fit_size
+from convscope.data.modality import Modality, get_modality
 from convscope.engine import Trainer
 from convscope.engine.checkpoint import load_model_state
 from convscope.engine.optim import resolve_device
@@ -33,7 +29,7 @@ from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
 from convscope.models import create_model
 from convscope.report.plots import plot_confusion_matrix, plot_run
-from convscope.tasks import TASKS
+from convscope.tasks import TASKS, Task
 
 __all__ = ["LoadedRun", "evaluate", "load_recipe", "load_run", "predict", "train"]
 
@@ -53,31 +49,26 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     elif (run_dir / "checkpoints").exists():
         raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
 
-    data = prepare_image_data(
-        recipe.data.name,
-        valid_fraction=recipe.data.valid_fraction,
-        test_fraction=recipe.data.test_fraction,
-        seed=recipe.train.seed,
-        skip_bad=recipe.data.skip_bad,
-        subset=recipe.data.subset,
-    )
-    info = data.describe()
-    task = build_task(recipe, len(data.classes))
+    modality = get_modality(TASKS.get(recipe.task.name).modality)
+    data = modality.prepare(recipe)
+    info = data.info
+    task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(recipe, info)
+    model = build_model(recipe, info, modality)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
         _write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
+    sizes, classes = info["sizes"], info["classes"]
+    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
     _say(
-        f"data: {data.dataset.name} ({info['sizes']['train']} train / {info['sizes']['valid']} valid / "
-        f"{info['sizes']['test']} test, {len(data.classes)} classes, "
-        f"{info['channels']}x{info['image_size'][0]}x{info['image_size'][1]})"
+        f"data: {info['dataset']} ({sizes['train']} train / {sizes['valid']} valid / {sizes['test']} test; "
+        f"{len(classes)} classes: {shown})"
     )
-    if data.dataset.skipped:
-        _say(f"skipped {len(data.dataset.skipped)} unreadable files: " + ", ".join(data.dataset.skipped[:5]))
+    if info.get("skipped"):
+        _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
     trainer = Trainer(
         model,
@@ -87,7 +78,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         run_dir=run_dir,
         checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
     )
-    loaders = _loaders(recipe, data, trainer.device)
+    loaders = data.loaders(recipe, trainer.device)
     history = trainer.fit(loaders["train"], loaders.get("valid"), resume=resume)
 
     trainer.load_best()
@@ -130,20 +121,17 @@ def read_run_recipe(run_dir: Path) -> Recipe:
     return recipe_from_dict(read_toml(path), source=str(path))
 
 
-def build_task(recipe: Recipe, num_classes: int):
-    return call_with_options(
-        TASKS.get(recipe.task.name), recipe.task.options, f"task {recipe.task.name!r}", num_classes=num_classes
-    )
+def build_task(recipe: Recipe, info: dict) -> Task:
+    constructor = TASKS.get(recipe.task.name)
+    return call_with_options(constructor, recipe.task.options, f"task {recipe.task.name!r}",
+                             num_classes=len(info["classes"]))  # fmt: skip
 
 
-def build_model(recipe: Recipe, info: dict) -> nn.Module:
-    crop = recipe.augment.center_crop
+def build_model(recipe: Recipe, info: dict, modality: Modality) -> nn.Module:
     return create_model(
         recipe.model.name,
         num_classes=len(info["classes"]),
-        in_channels=info["channels"],
-        # What the network sees: the stored size, or the centre crop of it.
-        image_size=(crop, crop) if crop else tuple(info["image_size"]),
+        inputs=modality.model_inputs(recipe, info),
         **recipe.model.options,
     )
 
@@ -157,23 +145,6 @@ def call_with_options(fn: Callable[..., Any], options: dict[str, Any], what: str
     return fn(**fixed, **options)
 
 
-def _loaders(recipe: Recipe, data: ImageData, device: torch.device) -> dict:
-    common = {
-        "mean": data.mean,
-        "std": data.std,
-        "device": device,
-        "channels_last": recipe.train.channels_last,
-        "augment": recipe.augment,
-    }
-    loaders = {
-        "train": make_loader(data.train, recipe.train.batch_size, train=True, seed=recipe.train.seed, **common),
-        "test": make_loader(data.test, recipe.data.eval_batch_size, **common),
-    }
-    if data.valid is not None:
-        loaders["valid"] = make_loader(data.valid, recipe.data.eval_batch_size, **common)
-    return loaders
-
-
 @dataclass
 class LoadedRun:
     """A trained run, ready for inference."""
@@ -182,20 +153,13 @@ class LoadedRun:
     recipe: Recipe
     info: dict
     model: nn.Module
-    task: Any
+    task: Task
+    modality: Modality
     device: torch.device
 
     @property
     def classes(self) -> list[str]:
         return self.info["classes"]
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW at the run's size -> normalised float on the run's device (the evaluation transform)."""
-        x = images.to(self.device).float().div_(255)
-        evaluation = build_augment(self.recipe.augment, train=False)
-        if evaluation is not None:
-            x = evaluation(x, torch.Generator())
-        return TF.normalize(x, self.info["mean"], self.info["std"])
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -205,11 +169,13 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     if not info_path.is_file() or not weights.is_file():
         raise UserError(f"run '{run_dir}' has no trained model yet ({WEIGHTS_FILE} missing): did training finish?")
     info = json.loads(info_path.read_text())
-    model = build_model(recipe, info)
+    task = build_task(recipe, info)
+    modality = get_modality(task.modality)
+    model = build_model(recipe, info, modality)
     load_model_state(model, load_file(weights), weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
-    return LoadedRun(run_dir, recipe, info, model, build_task(recipe, len(info["classes"])), resolved)
+    return LoadedRun(run_dir, recipe, info, model, task, modality, resolved)
 
 
 def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = False) -> dict:
@@ -220,79 +186,45 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = F
     run = load_run(run_dir)
     recipe = run.recipe
     if data is None:
-        test = prepare_image_data(
-            recipe.data.name,
-            valid_fraction=recipe.data.valid_fraction,
-            test_fraction=recipe.data.test_fraction,
-            seed=recipe.train.seed,
-            skip_bad=skip_bad or recipe.data.skip_bad,
-        ).test
-        source = recipe.data.name
+        loader = run.modality.prepare(recipe, skip_bad=skip_bad).loaders(recipe, run.device)["test"]
     else:
-        dataset = open_dataset(data, skip_bad=skip_bad)
-        test = dataset.splits.get("test", dataset.splits["train"])
-        _check_compatible(run, dataset.classes, dataset.channels, dataset.image_size, data)
-        source = data
-    loader = make_loader(
-        test,
-        recipe.data.eval_batch_size,
-        mean=run.info["mean"],
-        std=run.info["std"],
-        device=run.device,
-        channels_last=recipe.train.channels_last,
-        augment=recipe.augment,
-    )
+        loader = run.modality.evaluation_loader(recipe, run.info, data, run.device)
     metrics = run.task.make_metrics(detailed=True).to(run.device)
     bf16 = recipe.train.precision == "bf16"
     with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in loader:
             run.task.validation_step(run.model, batch, metrics)
     values = {k: v.cpu() for k, v in metrics.compute().items()}
+    confusion = values["confusion_matrix"]
     result = {
         "run": str(run.run_dir),
-        "data": source,
-        "images": len(test),
+        "data": data or recipe.data.name,
+        "images": int(confusion.sum()),
         "loss": values["loss"].item(),
         "accuracy": values["accuracy"].item(),
         "error_rate": 1.0 - values["accuracy"].item(),
         **{k: v.item() for k, v in values.items() if k.startswith("top")},
         "per_class_accuracy": dict(zip(run.classes, values["per_class_accuracy"].tolist(), strict=True)),
         "classes": run.classes,
-        "confusion_matrix": values["confusion_matrix"].tolist(),
+        "confusion_matrix": confusion.tolist(),
     }
     _write_json(run.run_dir / "eval.json", result)
-    plot_confusion_matrix(values["confusion_matrix"], run.classes, run.run_dir / "plots" / "confusion_matrix.png")
+    plot_confusion_matrix(confusion, run.classes, run.run_dir / "plots" / "confusion_matrix.png")
     return result
 
 
-def _check_compatible(run: LoadedRun, classes: list[str], channels: int, size: tuple[int, int], spec: str) -> None:
-    if classes != run.classes:
-        raise UserError(f"data {spec!r} has classes {classes}, but the run was trained on {run.classes}")
-    if channels != run.info["channels"] or list(size) != run.info["image_size"]:
-        raise UserError(
-            f"data {spec!r} has {channels}x{size[0]}x{size[1]} images, "
-            f"the run expects {run.info['channels']}x{run.info['image_size'][0]}x{run.info['image_size'][1]}"
-        )
-
-
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3) -> list[list[tuple[str, float]]]:
-    """Top-k (class name, probability) for each raw image file, through the evaluation transform."""
+    """Top-k (class name, probability) for each raw input (an image file, a text), through the evaluation
+    transform."""
     run = load_run(run_dir)
-    images = torch.stack([load_for_run(Path(p), run.info) for p in inputs])
-    probs = run.task.predict(run.model, run.preprocess(images)).cpu()
+    x = run.modality.load_inputs(run.recipe, run.info, [str(i) for i in inputs], run.device)
+    probs = run.task.predict(run.model, x).cpu()
     k = min(topk, len(run.classes))
     values, indices = probs.topk(k, dim=1)
     return [
         [(run.classes[i], p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]
         for row_i, row_p in zip(indices, values, strict=True)
     ]
-
-
-def load_for_run(path: Path, info: dict) -> torch.Tensor:
-    """Decode an image file and bring it to the run's channels and size (scale to cover, then centre crop)."""
-    if not path.is_file():
-        raise UserError(f"input image '{path}' does not exist")
-    return fit_size(decode_image(path, info["channels"]), tuple(info["image_size"]))
 
 
 def _write_json(path: Path, data: dict) -> None:

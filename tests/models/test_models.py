@@ -12,7 +12,7 @@ SHAPES = [(1, (28, 28)), (3, (32, 32))]
 @pytest.mark.parametrize(("channels", "size"), SHAPES)
 def test_forward_backward(name: str, channels: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, in_channels=channels, image_size=size)
+    model = create_model(name, num_classes=10, inputs={"in_channels": channels, "image_size": size})
     assert isinstance(model.features, nn.Module) and isinstance(model.head, nn.Module)
     x = torch.randn(2, channels, *size)
     out = model(x)
@@ -24,7 +24,9 @@ def test_forward_backward(name: str, channels: int, size: tuple[int, int]) -> No
 
 @pytest.mark.parametrize("name", list_models())
 def test_forward_is_head_of_spatial_features(name: str) -> None:
-    model = create_model(name, num_classes=10, in_channels=3, image_size=(32, 32)).eval()  # eval: no dropout
+    model = create_model(
+        name, num_classes=10, inputs={"in_channels": 3, "image_size": (32, 32)}
+    ).eval()  # eval: no dropout
     x = torch.randn(2, 3, 32, 32)
     features = model.features(x)
     assert features.ndim == 4
@@ -32,28 +34,36 @@ def test_forward_is_head_of_spatial_features(name: str) -> None:
 
 
 def test_selu_lenet_has_the_seed_parameter_count() -> None:
-    model = create_model("selu-lenet", num_classes=10, in_channels=1, image_size=(28, 28))
+    model = create_model("selu-lenet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)})
     assert sum(p.numel() for p in model.parameters()) == 233_578
 
 
 def test_lenet5_flatten_size_follows_the_image_size() -> None:
-    assert create_model("lenet5", num_classes=10, in_channels=1, image_size=(28, 28)).head[1].in_features == 256
-    assert create_model("lenet5", num_classes=10, in_channels=3, image_size=(32, 32)).head[1].in_features == 400
+    assert (
+        create_model("lenet5", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}).head[1].in_features
+        == 256
+    )
+    assert (
+        create_model("lenet5", num_classes=10, inputs={"in_channels": 3, "image_size": (32, 32)}).head[1].in_features
+        == 400
+    )
 
 
 def test_options() -> None:
-    small = create_model("fastnet", num_classes=5, in_channels=3, image_size=(32, 32), widths=[32, 64, 128])
-    default_small = create_model("fastnet-small", num_classes=5, in_channels=3, image_size=(32, 32))
+    small = create_model(
+        "fastnet", num_classes=5, inputs={"in_channels": 3, "image_size": (32, 32)}, widths=[32, 64, 128]
+    )
+    default_small = create_model("fastnet-small", num_classes=5, inputs={"in_channels": 3, "image_size": (32, 32)})
     assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in default_small.parameters())
     assert model_options("cifar-cnn") == {"widths": (32, 64, 128, 256), "hidden": 256}
 
 
 def test_unknown_model_and_option_are_user_errors() -> None:
     with pytest.raises(UserError, match="unknown model 'nope'"):
-        create_model("nope", num_classes=10, in_channels=1, image_size=(28, 28))
+        create_model("nope", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)})
     with pytest.raises(UserError, match="no option 'depth'; accepted: scale, widths"):
-        create_model("fastnet", num_classes=10, in_channels=1, image_size=(28, 28), depth=3)
+        create_model("fastnet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}, depth=3)
     with pytest.raises(UserError, match="widths"):
-        create_model("fastnet", num_classes=10, in_channels=1, image_size=(28, 28), widths=(8, 8))
+        create_model("fastnet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}, widths=(8, 8))
     with pytest.raises(UserError, match="too small"):
-        create_model("lenet5", num_classes=10, in_channels=1, image_size=(8, 8))
+        create_model("lenet5", num_classes=10, inputs={"in_channels": 1, "image_size": (8, 8)})

@@ -1,17 +1,25 @@
-"""From a recipe's ``[data]`` section to train / valid / test tensors and their loaders."""
+"""Images: from a recipe's ``[data]`` section to train / valid / test tensors and their loaders."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from convscope.data.augment import AugmentConfig, build_augment
+from convscope.data.augment import AugmentConfig, Normalize, build_augment
 from convscope.data.base import ImageSet
 from convscope.data.catalog import Dataset, open_dataset
+from convscope.data.images import decode_image, fit_size
 from convscope.data.loader import TensorLoader
+from convscope.data.modality import MODALITIES
 from convscope.data.split import channel_stats, train_valid_split
 from convscope.errors import UserError
+
+if TYPE_CHECKING:
+    from convscope.config import Recipe
 
 # The held-out test split of a source without one must not move with the run's seed,
 # or two runs of one recipe would be measured on different images.
@@ -31,7 +39,8 @@ class ImageData:
     def classes(self) -> list[str]:
         return self.dataset.classes
 
-    def describe(self) -> dict:
+    @property
+    def info(self) -> dict[str, Any]:
         """What a run directory records about its data, enough to rebuild the evaluation transform."""
         return {
             "dataset": self.dataset.name,
@@ -47,6 +56,23 @@ class ImageData:
             },
             "skipped": self.dataset.skipped,
         }
+
+    def loaders(self, recipe: Recipe, device: torch.device) -> dict[str, TensorLoader]:
+        common = {
+            "mean": self.mean,
+            "std": self.std,
+            "device": device,
+            "channels_last": recipe.train.channels_last,
+            "augment": recipe.augment,
+        }
+        batch, eval_batch = recipe.train.batch_size, recipe.data.eval_batch_size
+        loaders = {
+            "train": make_loader(self.train, batch, train=True, seed=recipe.train.seed, **common),
+            "test": make_loader(self.test, eval_batch, **common),
+        }
+        if self.valid is not None:
+            loaders["valid"] = make_loader(self.valid, eval_batch, **common)
+        return loaders
 
 
 def prepare_image_data(
@@ -98,3 +124,53 @@ def make_loader(
         device=device,
         channels_last=channels_last,
     )
+
+
+@MODALITIES.register("image")
+class ImageModality:
+    def prepare(self, recipe: Recipe, *, skip_bad: bool = False) -> ImageData:
+        return prepare_image_data(
+            recipe.data.name,
+            valid_fraction=recipe.data.valid_fraction,
+            test_fraction=recipe.data.test_fraction,
+            seed=recipe.train.seed,
+            skip_bad=skip_bad or recipe.data.skip_bad,
+            subset=recipe.data.subset,
+        )
+
+    def evaluation_loader(self, recipe: Recipe, info: dict[str, Any], spec: str, device: torch.device) -> TensorLoader:
+        dataset = open_dataset(spec, skip_bad=recipe.data.skip_bad)
+        if dataset.classes != info["classes"]:
+            raise UserError(
+                f"data {spec!r} has classes {dataset.classes}, but the run was trained on {info['classes']}"
+            )
+        if dataset.channels != info["channels"] or list(dataset.image_size) != info["image_size"]:
+            raise UserError(
+                f"data {spec!r} has {dataset.channels}x{dataset.image_size[0]}x{dataset.image_size[1]} images, the "
+                f"run expects {info['channels']}x{info['image_size'][0]}x{info['image_size'][1]}"
+            )
+        test = dataset.splits.get("test", dataset.splits["train"])
+        return make_loader(test, recipe.data.eval_batch_size, mean=info["mean"], std=info["std"], device=device,
+                           channels_last=recipe.train.channels_last, augment=recipe.augment)  # fmt: skip
+
+    def model_inputs(self, recipe: Recipe, info: dict[str, Any]) -> dict[str, Any]:
+        crop = recipe.augment.center_crop
+        # What the network sees: the stored size, or its centre crop.
+        size = (crop, crop) if crop else tuple(info["image_size"])
+        return {"in_channels": info["channels"], "image_size": size}
+
+    def load_inputs(
+        self, recipe: Recipe, info: dict[str, Any], inputs: Sequence[str], device: torch.device
+    ) -> torch.Tensor:
+        """Image files -> the run's channels and size -> the evaluation transform, as one batch."""
+        images = []
+        for name in inputs:
+            path = Path(name)
+            if not path.is_file():
+                raise UserError(f"input image '{path}' does not exist")
+            images.append(fit_size(decode_image(path, info["channels"]), tuple(info["image_size"])))
+        x = torch.stack(images).to(device).float().div_(255)
+        evaluation = build_augment(recipe.augment, train=False)
+        if evaluation is not None:
+            x = evaluation(x, torch.Generator())
+        return Normalize(info["mean"], info["std"])(x)

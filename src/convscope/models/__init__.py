@@ -1,6 +1,7 @@
 """Model registry: name -> constructor (the timm pattern).
 
-Every constructor takes ``(num_classes, in_channels, image_size, **options)`` and returns a
+Every constructor takes ``num_classes``, the shape of its input (``in_channels, image_size`` for
+images, ``vocab_size, max_len`` for texts) and its own options, and returns a
 :class:`~convscope.models.layers.ConvNet`: ``features`` (the convolutional body) and ``head``
 (the classifier), with forward = ``head(features(x))`` returning raw logits.
 """
@@ -26,25 +27,31 @@ MODELS.register("cifar-cnn")(seeds.cifar_cnn)
 MODELS.register("fastnet")(fastnet.fastnet)
 MODELS.register("fastnet-small")(fastnet.fastnet_small)
 
-_POSITIONAL = ("num_classes", "in_channels", "image_size")
+# What the data decides rather than the recipe.
+INPUT_ARGUMENTS = ("num_classes", "in_channels", "image_size", "vocab_size", "max_len")
 
 
 def model_options(name: str) -> dict[str, Any]:
     """The options model ``name`` accepts, with their defaults."""
     params = inspect.signature(MODELS.get(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in _POSITIONAL}
+    return {k: p.default for k, p in params.items() if k not in INPUT_ARGUMENTS}
 
 
-def create_model(
-    name: str, *, num_classes: int, in_channels: int, image_size: tuple[int, int], **options: Any
-) -> nn.Module:
-    """Build model ``name``; an option it does not take is a UserError naming the ones it does."""
+def create_model(name: str, *, num_classes: int, inputs: dict[str, Any], **options: Any) -> nn.Module:
+    """Build model ``name`` for ``inputs`` (the data's shape, e.g. ``in_channels`` and ``image_size``).
+
+    An option it does not take is a UserError naming the ones it does.
+    """
     accepted = model_options(name)
     for key in options:
         if key not in accepted:
             known = ", ".join(sorted(accepted)) or "none"
             raise UserError(f"model {name!r} has no option {key!r}; accepted: {known}")
-    return MODELS.get(name)(num_classes, in_channels, tuple(image_size), **options)
+    constructor = MODELS.get(name)
+    expected = [k for k in inspect.signature(constructor).parameters if k in INPUT_ARGUMENTS and k != "num_classes"]
+    if sorted(expected) != sorted(inputs):
+        raise UserError(f"model {name!r} takes inputs {expected}, but the data gives {sorted(inputs)}")
+    return constructor(num_classes=num_classes, **inputs, **options)
 
 
 def list_models() -> list[str]:

@@ -18,6 +18,9 @@ Batch = Any  # whatever the task's loader yields; for images: (x float NCHW, y i
 
 class Task(Protocol):
     name: str
+    modality: str  # the kind of data it learns from: "image", "text" (see convscope.data.modality)
+
+    def __init__(self, num_classes: int, **options: Any) -> None: ...
 
     def training_step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the loss to back-propagate and per-batch values to log (e.g. ``{"accuracy": ...}``).
@@ -26,8 +29,12 @@ class Task(Protocol):
         """
         ...
 
-    def make_metrics(self) -> MetricCollection:
-        """A fresh torchmetrics collection for one evaluation pass (validation or test)."""
+    def make_metrics(self, detailed: bool = False) -> MetricCollection:
+        """A fresh torchmetrics collection for one evaluation pass.
+
+        Validation gets scalars only; ``detailed`` (``convscope evaluate``) may add per-class values and a
+        confusion matrix.
+        """
         ...
 
     def validation_step(self, model: nn.Module, batch: Batch, metrics: MetricCollection) -> None:
@@ -36,4 +43,8 @@ class Task(Protocol):
 
     def batch_size(self, batch: Batch) -> int:
         """Number of samples in ``batch`` (to weight averages)."""
+        ...
+
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, N x num_classes."""
         ...

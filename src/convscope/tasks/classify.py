@@ -11,10 +11,12 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from convscope.tasks import TASKS
 
 
+@TASKS.register("classify")
 class ClassifyTask:
     """A batch is ``(images, labels)``; the model returns class logits."""
 
     name = "classify"
+    modality = "image"
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, topk: int = 5) -> None:
         self.num_classes = num_classes
@@ -60,8 +62,3 @@ class ClassifyTask:
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities."""
         return model(x).float().softmax(dim=1)
-
-
-@TASKS.register("classify")
-def classify(num_classes: int, label_smoothing: float = 0.0, topk: int = 5) -> ClassifyTask:
-    return ClassifyTask(num_classes, label_smoothing=label_smoothing, topk=topk)
