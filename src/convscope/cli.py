@@ -54,6 +54,7 @@ def build_parser() -> Parser:
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--skip-bad", action="store_true", help="skip corrupt images and list them instead of stopping")
     train.add_argument("--quiet", action="store_true", help="no progress bar or step lines: one line per epoch")
+    train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (same seed, same run)")
     train.add_argument(
         "--set",
         action="append",
@@ -114,6 +115,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
         overrides["data.skip_bad"] = "true"
     if args.quiet:
         overrides["train.quiet"] = "true"
+    if args.deterministic:
+        overrides["train.deterministic"] = "true"
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
