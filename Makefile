@@ -6,9 +6,9 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 CIFAR10_JPEG := ../shared/datasets/cifar10-jpeg.tar.gz
 DEMO_RUN := runs/demo
 
-.PHONY: setup demo test bench lint fashion-mnist cifar10 clean
+.PHONY: setup demo test bench lint fashion-mnist cifar10 chromium clean
 
-setup: $(VENV)/.installed fashion-mnist cifar10
+setup: $(VENV)/.installed fashion-mnist cifar10 chromium
 
 # torch and torchvision are pinned in pyproject.toml: other versions download gigabytes here.
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +23,16 @@ fashion-mnist:
 		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else \
 		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'"; \
+	fi
+
+# The report test opens report.html in headless Chromium; without it that one test is skipped.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Chromium (Debian package chromium) for the report test"; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium is missing, the report test will be skipped: run 'sudo apt-get install chromium'"; \
 	fi
 
 # Decode the CIFAR-10 JPEG archive into convscope's cache once, as the named data set `cifar10`.
@@ -52,3 +62,4 @@ bench: setup
 	$(BIN)/convscope bench demo-fashion
 	$(BIN)/convscope bench seed004-selu
 	$(BIN)/convscope bench seed003-cifar
+	$(BIN)/convscope bench explain

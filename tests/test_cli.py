@@ -96,6 +96,15 @@ def test_train_evaluate_predict(capsys, folder: Path, tmp_path: Path):
     assert set(evaluation["per_class_accuracy"]) == {"cat", "dog"}
     assert evaluation["error_rate"] == pytest.approx(1 - evaluation["accuracy"])
     assert "cat" in out and (run / "plots" / "confusion_matrix.png").is_file()
+    # Seed 002's metrics: balanced error rate, per-class rates, ROC (binary here) and precision-recall.
+    assert evaluation["roc"]["kind"] == "binary" and evaluation["roc"]["positive_class"] == "dog"
+    assert 0 <= evaluation["roc"]["binary_auc"] <= 1 and set(evaluation["roc"]["curves"]) == {"cat", "dog"}
+    rates = evaluation["true_positive_rate"]
+    assert evaluation["balanced_error_rate"] == pytest.approx(1 - (rates["cat"] + rates["dog"]) / 2)
+    assert rates == pytest.approx(evaluation["per_class_accuracy"])
+    assert set(evaluation["false_positive_rate"]) == set(evaluation["precision_recall"]["average_precision"])
+    assert "balanced error rate" in out and "FP rate" in out
+    assert (run / "plots" / "roc.png").is_file() and (run / "plots" / "precision_recall.png").is_file()
 
     # A raw file of another size and mode goes through the evaluation transform.
     photo = make_image(tmp_path / "photo.jpg", size=(40, 30), mode="L")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,16 +23,22 @@ from torch import nn
 
 from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
 from convscope.data.modality import Modality, get_modality
-from convscope.engine import Trainer
 from convscope.engine.checkpoint import load_model_state
+from convscope.engine.finetune import PHASE1_DIR, combined_history, train_in_phases
 from convscope.engine.optim import resolve_device
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
+from convscope.metrics.classification import summarize as summarize_classification
 from convscope.models import create_model
-from convscope.report.plots import plot_confusion_matrix, plot_run
+from convscope.models.tta import TestTimeAugmented, tta_geometry
+from convscope.models.weights import load_initial_weights
+from convscope.report.plots import plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
 from convscope.tasks import TASKS, Task
 
-__all__ = ["LoadedRun", "evaluate", "load_recipe", "load_run", "predict", "train"]
+if TYPE_CHECKING:
+    from convscope.explain.figures import Display
+
+__all__ = ["LoadedRun", "evaluate", "explain", "load_recipe", "load_run", "predict", "report", "train"]
 
 CONFIG_FILE = "config.toml"
 RUN_FILE = "run.json"
@@ -46,7 +53,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     run_dir = Path(out) if out is not None else default_run_dir(recipe.name)
     if resume:
         recipe = read_run_recipe(run_dir)
-    elif (run_dir / "checkpoints").exists():
+    elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
         raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
 
     modality = get_modality(TASKS.get(recipe.task.name).modality)
@@ -70,16 +77,23 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
-    trainer = Trainer(
+    if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
+        _say(load_initial_weights(model, recipe.transfer.init, classes=info["classes"]).describe())
+    loaders = data.loaders(recipe, resolve_device(recipe.train.device))
+    phases = train_in_phases(
         model,
         task,
         recipe.optim,
         recipe.train,
+        recipe.transfer,
         run_dir=run_dir,
+        train_loader=loaders["train"],
+        valid_loader=loaders.get("valid"),
+        resume=resume,
         checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
+        say=_say,
     )
-    loaders = data.loaders(recipe, trainer.device)
-    history = trainer.fit(loaders["train"], loaders.get("valid"), resume=resume)
+    trainer, history = phases[-1].trainer, combined_history(phases)
 
     trainer.load_best()
     test = trainer.evaluate(loaders["test"])
@@ -101,6 +115,13 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
+    if len(phases) > 1:
+        summary["phases"] = [
+            {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
+             "backbone_frozen": r.phase.frozen, "train_seconds": round(r.history.train_seconds, 2)}
+            for r in phases
+        ]  # fmt: skip
+        plot_run(run_dir / PHASE1_DIR)
     _write_json(run_dir / "summary.json", summary)
     plot_run(run_dir)
     _say(
@@ -178,13 +199,17 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     return LoadedRun(run_dir, recipe, info, model, task, modality, resolved)
 
 
-def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = False) -> dict:
-    """Detailed test metrics of a run, written to ``RUN_DIR/eval.json`` with a confusion-matrix plot.
+def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = False, tta: bool = False) -> dict:
+    """Detailed test metrics of a run, written to ``RUN_DIR/eval.json`` with confusion-matrix, ROC and
+    precision-recall plots in ``RUN_DIR/plots``.
 
-    Without ``data`` the run's own test split is used (the same images as at the end of training).
+    Without ``data`` the run's own test split is used (the same images as at the end of training). ``tta``
+    averages the predictions over five crops and their mirror images (see :mod:`convscope.models.tta`).
     """
     run = load_run(run_dir)
-    recipe = run.recipe
+    recipe, model = run.recipe, run.model
+    if tta:
+        recipe, model = _test_time_augmented(run)
     if data is None:
         loader = run.modality.prepare(recipe, skip_bad=skip_bad).loaders(recipe, run.device)["test"]
     else:
@@ -193,8 +218,8 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = F
     bf16 = recipe.train.precision == "bf16"
     with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in loader:
-            run.task.validation_step(run.model, batch, metrics)
-    values = {k: v.cpu() for k, v in metrics.compute().items()}
+            run.task.validation_step(model, batch, metrics)
+    values = {k: _to_cpu(v) for k, v in metrics.compute().items()}
     confusion = values["confusion_matrix"]
     result = {
         "run": str(run.run_dir),
@@ -207,24 +232,141 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = F
         "per_class_accuracy": dict(zip(run.classes, values["per_class_accuracy"].tolist(), strict=True)),
         "classes": run.classes,
         "confusion_matrix": confusion.tolist(),
+        **summarize_classification(values, run.classes),
     }
+    if tta:
+        result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
     _write_json(run.run_dir / "eval.json", result)
-    plot_confusion_matrix(confusion, run.classes, run.run_dir / "plots" / "confusion_matrix.png")
+    plots = run.run_dir / "plots"
+    plot_confusion_matrix(confusion, run.classes, plots / "confusion_matrix.png")
+    plot_roc(result["roc"], plots / "roc.png")
+    plot_precision_recall(result["precision_recall"], plots / "precision_recall.png")
     return result
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3) -> list[list[tuple[str, float]]]:
-    """Top-k (class name, probability) for each raw input (an image file, a text), through the evaluation
-    transform."""
+def _test_time_augmented(run: LoadedRun) -> tuple[Recipe, TestTimeAugmented]:
+    """The run's recipe without its centre crop (the views are cropped from whole images) and the wrapped model."""
+    if run.task.modality != "image":
+        raise UserError(f"--tta averages image crops; run '{run.run_dir}' is a {run.task.modality} task")
+    size, padding = tta_geometry(tuple(run.info["image_size"]), run.recipe.augment.center_crop)
+    recipe = dataclasses.replace(run.recipe, augment=dataclasses.replace(run.recipe.augment, center_crop=0))
+    return recipe, TestTimeAugmented(run.model, size, padding).eval()
+
+
+def _to_cpu(value: Any) -> Any:
+    """A metric's value (a tensor, or a curve's tuple of per-class tensors) on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    return type(value)(_to_cpu(v) for v in value)
+
+
+# Up to this many classes, predict shows every one (the seed's table of p(F) for each name); beyond, the top 3.
+PREDICT_ALL_CLASSES_UP_TO = 5
+
+
+def predict(
+    run_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None
+) -> list[list[tuple[str, float]]]:
+    """(class name, probability) for each raw input (an image file, a text), through the evaluation transform.
+
+    Every class in class order when ``topk`` covers them all (by default: up to 5 classes), else the top
+    ``topk`` (default 3) by probability.
+    """
     run = load_run(run_dir)
+    if topk is not None and topk < 1:
+        raise UserError(f"topk = {topk}: expected at least 1")
     x = run.modality.load_inputs(run.recipe, run.info, [str(i) for i in inputs], run.device)
     probs = run.task.predict(run.model, x).cpu()
-    k = min(topk, len(run.classes))
+    k = topk or (len(run.classes) if len(run.classes) <= PREDICT_ALL_CLASSES_UP_TO else 3)
+    if k >= len(run.classes):
+        return [list(zip(run.classes, row.tolist(), strict=True)) for row in probs]
     values, indices = probs.topk(k, dim=1)
     return [
         [(run.classes[i], p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]
         for row_i, row_p in zip(indices, values, strict=True)
     ]
+
+
+def explain(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    method: str | None,
+    target: str | None = None,
+    layer: str | None = None,
+    out: str | Path | None = None,
+    display: Display | None = None,
+) -> Path:
+    """Draw what the run's model looks at for each input into ``out`` (default ``RUN_DIR/explanations/M.png``).
+
+    ``method`` is one of :func:`convscope.explain.methods.method_names`; ``target`` a class name or index
+    (default: each input's predicted class); ``layer`` Grad-CAM's layer (default: the last convolution of the
+    body, printed); ``display`` a :class:`convscope.explain.figures.Display`. Text runs are explained by
+    :func:`convscope.explain.text.explain_texts`.
+    """
+    run = load_run(run_dir)
+    texts_or_paths = [str(i) for i in inputs]
+    if run.task.modality == "text":
+        from convscope.explain.text import explain_texts
+
+        out = Path(out) if out is not None else run.run_dir / "explanations" / "text.png"
+        explain_texts(run, texts_or_paths, out)
+        return out
+
+    from convscope.data.images import conversion_note
+    from convscope.explain import figures, methods
+
+    if method is None:
+        raise UserError(f"--method is required: one of {', '.join(methods.method_names())}")
+    baseline = methods.black_baseline(run.info["mean"], run.info["std"])
+    explainer = methods.create_method(method, run.model, layer=layer, baseline=baseline)
+    target_index = None if target is None else _class_index(target, run.classes)
+    x = run.modality.load_inputs(run.recipe, run.info, texts_or_paths, run.device)
+    for path in texts_or_paths:
+        note = conversion_note(Path(path), run.info["channels"], tuple(run.info["image_size"]))
+        if note:
+            _say(f"note: {note}")
+    probs = run.task.predict(run.model, x).clone()  # a normal tensor: attributions back-propagate through it
+    predicted = probs.argmax(dim=1)
+    targets = predicted if target_index is None else torch.full_like(predicted, target_index)
+    images = figures.denormalize(x, run.info["mean"], run.info["std"])
+    if isinstance(explainer, methods.FeatureMaps):
+        fig = figures.feature_maps_figure(images, [explainer.stages(x[i : i + 1]) for i in range(len(x))], probs,
+                                          run.classes)  # fmt: skip
+    else:
+        maps = explainer.attribute(x, targets)
+        titles = []
+        for p_row, t, pred in zip(probs, targets.tolist(), predicted.tolist(), strict=True):
+            shown = f"{run.classes[t]} p={p_row[t]:.3f}"
+            titles.append(shown if t == pred else f"{shown}\n(predicted {run.classes[pred]} p={p_row[pred]:.3f})")
+        fig = figures.explanation_figure(images, maps, titles, method, display)
+    for path, p_row, t, pred in zip(texts_or_paths, probs, targets.tolist(), predicted.tolist(), strict=True):
+        _say(f"{path}: predicted {run.classes[pred]!r} p={p_row[pred]:.3f}; explained {run.classes[t]!r}")
+    for note in explainer.notes:
+        _say(note)
+    out = Path(out) if out is not None else run.run_dir / "explanations" / f"{method}.png"
+    figures.save_figure(fig, out)
+    _say(f"written: {out}")
+    return out
+
+
+def _class_index(target: str, classes: list[str]) -> int:
+    """A class given by name, or by index when no class has that name."""
+    if target in classes:
+        return classes.index(target)
+    if target.isdigit() and int(target) < len(classes):
+        return int(target)
+    raise UserError(f"--target {target!r} is not a class of this run; expected a name or 0..{len(classes) - 1}: "
+                    + ", ".join(classes))  # fmt: skip
+
+
+def report(run_dir: str | Path, *, trust_images: int = 100) -> Path:
+    """Evaluate the run and write ``RUN_DIR/report.html``: one self-contained page with its configuration,
+    curves, metrics, mistakes, explanations and their trust figures (on ``trust_images`` test images)."""
+    from convscope.report.run_report import write_report
+
+    evaluation = evaluate(run_dir)
+    return write_report(load_run(run_dir), evaluation, trust_images=trust_images)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -19,6 +19,9 @@ EXAMPLES = """examples:
   convscope train --resume --out runs/c10
   convscope evaluate runs/c10
   convscope predict runs/c10 cat.jpg dog.png --topk 3
+  convscope predict runs/names maria clara tuco_salamanca
+  convscope explain runs/c10 cat.jpg --method gradcam --target cat --out cat-gradcam.png
+  convscope report runs/c10
   convscope data import pets pets.tar.gz
 """
 
@@ -67,12 +70,32 @@ def build_parser() -> Parser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="another data set with the same classes (default: the run's test split)")
     evaluate.add_argument("--skip-bad", action="store_true")
+    evaluate.add_argument("--tta", action="store_true", help="average 5 crops and their mirror images (images)")
 
-    predict = commands.add_parser("predict", help="class probabilities for image files")
+    predict = commands.add_parser("predict", help="class probabilities for image files or texts")
     predict.add_argument("run_dir")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
-    predict.add_argument("--topk", type=int, default=3)
+    predict.add_argument("--topk", type=int, help="classes shown per input (default: all up to 5 classes, else 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    explain = commands.add_parser("explain", help="what the model looks at: maps and overlays for inputs")
+    explain.add_argument("run_dir")
+    explain.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (texts for a text run)")
+    explain.add_argument(
+        "--method",
+        help="guided-backprop, gradcam, integrated-gradients, saliency, attention (weakly supervised runs) or "
+        "feature-maps",
+    )
+    explain.add_argument("--target", help="the class to explain, by name or index (default: the predicted class)")
+    explain.add_argument("--layer", help="gradcam's layer, a module name (default: the last conv of the body)")
+    explain.add_argument("--out", help="the figure's file (default RUN_DIR/explanations/METHOD.png)")
+    explain.add_argument("--saturation", type=float, default=0.1, help="contrast of the map (seed 004: 0.1)")
+    explain.add_argument("--brightness", type=float, default=0.5, help="how much of the map shows (seed 004: 0.5)")
+    explain.add_argument("--alpha", type=float, default=0.75, help="opacity of the map over the image")
+
+    report = commands.add_parser("report", help="evaluate a run and write RUN_DIR/report.html")
+    report.add_argument("run_dir")
+    report.add_argument("--trust-images", type=int, default=100, help="test images for the trust figures")
 
     bench = commands.add_parser("bench", help="run a benchmark on the real data (writes benchmarks/results/NAME.json)")
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
@@ -80,7 +103,10 @@ def build_parser() -> Parser:
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
 
     commands.add_parser("recipes", help="list the shipped recipes")
-    commands.add_parser("models", help="list the registered models")
+    models = commands.add_parser("models", help="list the registered models, or one model's layers")
+    models.add_argument("name", nargs="?", help="show this model's layers and output shapes")
+    models.add_argument("--input-size", default="3,32,32", help="C,H,W of the images (default 3,32,32)")
+    models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
 
     plot = commands.add_parser("plot", help="redraw the figures of a run directory")
     plot.add_argument("run_dir")
@@ -143,17 +169,32 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from convscope import api
 
-    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad)
+    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta)
     print(f"{result['images']} images of {result['data']}")
     print(f"accuracy {result['accuracy']:.4f}  error rate {result['error_rate']:.4f}  loss {result['loss']:.4f}")
+    print(f"balanced error rate {_number(result['balanced_error_rate'])}  ROC AUC ({result['roc']['kind']}) "
+          f"{_number(result['roc'].get('binary_auc', result['roc']['auc_macro']))}  mean AP "
+          f"{_number(result['precision_recall']['mean_average_precision'])}")  # fmt: skip
     for key in result:
         if key.startswith("top"):
             print(f"{key.replace('_', ' ')} {result[key]:.4f}")
     width = max(len(c) for c in result["classes"])
-    print("per-class accuracy:")
-    for name, value in result["per_class_accuracy"].items():
-        print(f"  {name:<{width}}  {value:.4f}")
-    print(f"written: {Path(args.run_dir) / 'eval.json'}, {Path(args.run_dir) / 'plots' / 'confusion_matrix.png'}")
+    print(f"  {'class':<{width}}  accuracy  TP rate  FP rate  ROC AUC      AP")
+    for name in result["classes"]:
+        values = (
+            result["per_class_accuracy"][name],
+            result["true_positive_rate"][name],
+            result["false_positive_rate"][name],
+            result["roc"]["auc"][name],
+            result["precision_recall"]["average_precision"][name],
+        )
+        print(f"  {name:<{width}}  " + "  ".join(f"{_number(v):>7}" for v in values))
+    plots = Path(args.run_dir) / "plots"
+    print(f"written: {Path(args.run_dir) / 'eval.json'}, {plots}/confusion_matrix.png, roc.png, precision_recall.png")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -176,12 +217,31 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  " + "  ".join(f"{c}: {p:.3f}" for c, p in top))
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from convscope import api
+    from convscope.explain.figures import Display
+
+    display = Display(saturation=args.saturation, brightness=args.brightness, alpha=args.alpha)
+    api.explain(args.run_dir, args.inputs, method=args.method, target=args.target, layer=args.layer, out=args.out,
+                display=display)  # fmt: skip
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from convscope import api
+
+    if args.trust_images < 1:
+        raise UserError(f"--trust-images {args.trust_images}: expected a positive number of images")
+    print(f"written: {api.report(args.run_dir, trust_images=args.trust_images)}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
-    from convscope.bench import BENCHMARKS, run_benchmark
+    from convscope.bench import BENCHMARKS, STUDIES, run_benchmark
 
     if args.name is None:
         for name, bench in BENCHMARKS.items():
             print(f"{name:<14} recipe {bench.recipe}: {bench.goal}")
+        for name, goal in STUDIES.items():
+            print(f"{name:<14} several runs: {goal}")
         return
     overrides = dict(item.partition("=")[::2] for item in args.set)
     run_benchmark(args.name, out=Path(args.out) if args.out else None, overrides=overrides)
@@ -196,11 +256,16 @@ def cmd_recipes(_: argparse.Namespace) -> None:
         print(f"{name:<{width}}  {description}")
 
 
-def cmd_models(_: argparse.Namespace) -> None:
-    from convscope.models import list_models
+def cmd_models(args: argparse.Namespace) -> None:
+    from convscope.models.summary import layer_summary, parameter_table, parse_input_size
 
-    for name in list_models():
-        print(name)
+    size = parse_input_size(args.input_size)
+    if args.name:
+        print(layer_summary(args.name, size, args.classes))
+        return
+    print(f"parameters for {args.classes} classes and {size[0]}x{size[1]}x{size[2]} images:")
+    for name, count in parameter_table(size, args.classes):
+        print(f"  {name:<14} {count}")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -234,6 +299,8 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "explain": cmd_explain,
+    "report": cmd_report,
     "bench": cmd_bench,
     "recipes": cmd_recipes,
     "models": cmd_models,

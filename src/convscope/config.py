@@ -21,6 +21,7 @@ from typing import Any
 
 from convscope.data.augment import AugmentConfig
 from convscope.engine.config import OptimConfig, TrainConfig
+from convscope.engine.finetune import TransferConfig
 from convscope.errors import UserError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -31,9 +32,17 @@ class DataConfig:
     name: str = "fashion-mnist"  # a data set spec: fashion-mnist, cifar10, imagefolder:PATH, csv:PATH, ...
     valid_fraction: float = 0.1  # of the training split, stratified, chosen by the run's seed
     test_fraction: float = 0.1  # held out (with a fixed seed) only when the source has no test split
-    skip_bad: bool = False  # skip corrupt images instead of stopping
+    skip_bad: bool = False  # skip corrupt images (text rows without a text or label) instead of stopping
     subset: int = 0  # train on a random N of the training images (quick experiments); 0 = all
     eval_batch_size: int = 1024
+    # Images: train on some classes only (in this order; labels renumbered), and N training images of each.
+    classes: list[str] = field(default_factory=list)  # empty: every class
+    per_class: int = 0  # N random training images per class before the valid split, by the run's seed; 0 = all
+    # Texts (textcsv:PATH, spanish-names). The valid_fraction split, drawn with seed 0, is also the test split.
+    text_column: str = "text"  # textcsv: the column holding the texts
+    label_column: str = "label"  # textcsv: the column holding the classes
+    max_len: int = 22  # characters kept per text (longer ones are truncated), after a start token
+    lowercase: bool = True
 
 
 @dataclass
@@ -54,18 +63,19 @@ class Recipe:
     model: NamedConfig = field(default_factory=lambda: NamedConfig("fastnet"))
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "description": self.description}
         for section in ("task", "model"):
             named: NamedConfig = getattr(self, section)
             out[section] = {"name": named.name, **named.options}
-        for section in ("data", "augment", "optim", "train"):
+        for section in _TYPED_SECTIONS:
             out[section] = dataclasses.asdict(getattr(self, section))
         return out
 
 
-_TYPED_SECTIONS = ("data", "augment", "optim", "train")
+_TYPED_SECTIONS = ("data", "augment", "optim", "train", "transfer")
 _NAMED_SECTIONS = ("task", "model")
 
 

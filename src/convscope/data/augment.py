@@ -127,6 +127,41 @@ class Rotation(RandomOp):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+class PCAColor(RandomOp):
+    """AlexNet's colour augmentation: add ``sum_i alpha_i * eigenvalue_i * eigenvector_i`` to every pixel of an
+    image, with ``alpha_i ~ N(0, std)`` drawn per image and the eigen-decomposition of the training pixels'
+    channel covariance (:func:`convscope.data.split.color_pca`). It shifts colours along the directions in
+    which natural variation of the data set lies (lighting, hue), not at random."""
+
+    def __init__(self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, std: float = 0.1) -> None:
+        if not std >= 0:
+            raise UserError(f"pca_color = {std}: expected a standard deviation >= 0")
+        self.eigenvalues = eigenvalues.float()
+        self.eigenvectors = eigenvectors.float()  # columns are the eigenvectors
+        self.std = std
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``alpha``: one weight per image and principal component."""
+        return torch.randn(n, self.eigenvalues.numel(), generator=generator) * self.std
+
+    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        vectors, values = self.eigenvectors.to(x.device), self.eigenvalues.to(x.device)
+        shift = (params.to(x.dtype) * values) @ vectors.T  # n x C: one colour offset per image
+        return x + shift[:, :, None, None]
+
+
+def ten_crops(x: torch.Tensor, size: tuple[int, int], padding: int = 0) -> list[torch.Tensor]:
+    """The four corner crops and the centre crop of ``size`` (h, w), then the same five flipped left-right
+    (AlexNet's test-time views). ``padding`` first pads the images by reflection, so that crops of the full
+    image size still differ (small images)."""
+    if padding:
+        x = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+    if size[0] > x.shape[-2] or size[1] > x.shape[-1]:
+        raise UserError(f"test-time crops of {size[0]}x{size[1]} do not fit in {tuple(x.shape[-2:])} images")
+    crops = list(TF.five_crop(x, list(size)))
+    return crops + [TF.horizontal_flip(crop) for crop in crops]
+
+
 class CenterCrop:
     """Crop the central ``size`` x ``size`` region (deterministic)."""
 
@@ -186,6 +221,7 @@ class AugmentConfig:
     vflip: bool = False
     rotation: float = 0.0
     center_crop: int = 0
+    pca_color: float = 0.0  # AlexNet's PCA colour noise: std of the per-component weights (AlexNet: 0.1)
 
     def __post_init__(self) -> None:
         if self.crop_padding < 0:
@@ -194,13 +230,18 @@ class AugmentConfig:
             raise UserError(f"augment.rotation = {self.rotation}: expected degrees in [0, 180]")
         if self.center_crop < 0:
             raise UserError(f"augment.center_crop = {self.center_crop}: expected an integer >= 0 (0: no crop)")
+        if not self.pca_color >= 0:
+            raise UserError(f"augment.pca_color = {self.pca_color}: expected a standard deviation >= 0 (0: off)")
 
 
-def build_augment(cfg: AugmentConfig, *, train: bool = True) -> Pipeline | None:
+def build_augment(
+    cfg: AugmentConfig, *, train: bool = True, color_pca: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> Pipeline | None:
     """The pipeline for ``cfg``, or None when it does nothing.
 
     ``train=False`` keeps only the deterministic steps (the centre crop), which evaluation
-    needs too so that it sees images of the size the network was trained on.
+    needs too so that it sees images of the size the network was trained on. ``color_pca`` is the
+    training data's (eigenvalues, eigenvectors), which ``cfg.pca_color`` needs.
     """
     ops: list[Op] = []
     if cfg.center_crop:
@@ -214,4 +255,8 @@ def build_augment(cfg: AugmentConfig, *, train: bool = True) -> Pipeline | None:
             ops.append(VerticalFlip())
         if cfg.rotation:
             ops.append(Rotation(cfg.rotation))
+        if cfg.pca_color:
+            if color_pca is None:
+                raise ValueError("augment.pca_color needs the training data's colour PCA (color_pca)")
+            ops.append(PCAColor(*color_pca, std=cfg.pca_color))
     return Pipeline(ops) if ops else None

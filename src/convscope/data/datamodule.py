@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from convscope.data.catalog import Dataset, open_dataset
 from convscope.data.images import decode_image, fit_size
 from convscope.data.loader import TensorLoader
 from convscope.data.modality import MODALITIES
-from convscope.data.split import channel_stats, train_valid_split
+from convscope.data.split import channel_stats, color_pca, train_valid_split
 from convscope.errors import UserError
 
 if TYPE_CHECKING:
@@ -66,8 +67,9 @@ class ImageData:
             "augment": recipe.augment,
         }
         batch, eval_batch = recipe.train.batch_size, recipe.data.eval_batch_size
+        pca = color_pca(self.train.images, seed=recipe.train.seed) if recipe.augment.pca_color else None
         loaders = {
-            "train": make_loader(self.train, batch, train=True, seed=recipe.train.seed, **common),
+            "train": make_loader(self.train, batch, train=True, seed=recipe.train.seed, color_pca=pca, **common),
             "test": make_loader(self.test, eval_batch, **common),
         }
         if self.valid is not None:
@@ -75,11 +77,49 @@ class ImageData:
         return loaders
 
 
+def select_classes(dataset: Dataset, classes: Sequence[str]) -> Dataset:
+    """``dataset`` with only ``classes`` (every split), labelled 0, 1, ... in the order given."""
+    if not classes:
+        return dataset
+    unknown = [name for name in classes if name not in dataset.classes]
+    if unknown or len(set(classes)) != len(classes):
+        problem = f"has no class {unknown[0]!r}" if unknown else "is given a class twice"
+        raise UserError(f"data.classes: data set {dataset.name!r} {problem}; its classes: {', '.join(dataset.classes)}")
+    old_labels = torch.tensor([dataset.classes.index(name) for name in classes])
+    splits = {}
+    for name, part in dataset.splits.items():
+        keep = torch.isin(part.labels, old_labels).nonzero().flatten()
+        new_label = torch.full((len(dataset.classes),), -1, dtype=torch.long)
+        new_label[old_labels] = torch.arange(len(classes))
+        splits[name] = ImageSet(part.images[keep], new_label[part.labels[keep]], list(classes))
+    return dataclasses.replace(dataset, splits=splits)
+
+
+def take_per_class(data: ImageSet, per_class: int, seed: int) -> ImageSet:
+    """``per_class`` random images of each class (all of a class that has fewer), drawn with ``seed``."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    keep = [order[data.labels[order] == label][:per_class] for label in range(len(data.classes))]
+    return data.subset(torch.cat(keep).sort().values)
+
+
 def prepare_image_data(
-    spec: str, *, valid_fraction: float, test_fraction: float, seed: int, skip_bad: bool = False, subset: int = 0
+    spec: str,
+    *,
+    valid_fraction: float,
+    test_fraction: float,
+    seed: int,
+    skip_bad: bool = False,
+    subset: int = 0,
+    classes: Sequence[str] = (),
+    per_class: int = 0,
 ) -> ImageData:
-    """Open ``spec`` and split it; mean and std are the training split's own."""
-    dataset = open_dataset(spec, skip_bad=skip_bad)
+    """Open ``spec`` (only ``classes`` when given) and split it; mean and std are the training split's own.
+
+    ``per_class`` keeps that many training images of each class before the valid split (few-label experiments).
+    """
+    if per_class < 0:
+        raise UserError(f"data.per_class = {per_class}: expected an integer >= 0 (0: every image)")
+    dataset = select_classes(open_dataset(spec, skip_bad=skip_bad), classes)
     train = dataset.splits["train"]
     test = dataset.splits.get("test")
     if test is None:
@@ -87,6 +127,8 @@ def prepare_image_data(
         if len(held_out) == 0:
             raise UserError(f"data set {spec!r} has no test split and data.test_fraction is 0")
         train, test = train.subset(keep), train.subset(held_out)
+    if per_class:
+        train = take_per_class(train, per_class, seed)
     valid = None
     if valid_fraction > 0:
         train_index, valid_index = train_valid_split(train.labels, valid_fraction, seed, field="data.valid_fraction")
@@ -111,6 +153,7 @@ def make_loader(
     seed: int = 0,
     augment: AugmentConfig | None = None,
     channels_last: bool = False,
+    color_pca: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TensorLoader:
     return TensorLoader(
         data,
@@ -118,7 +161,7 @@ def make_loader(
         shuffle=train,
         seed=seed,
         # Evaluation keeps only the deterministic steps (a centre crop) so it sees what training saw.
-        augment=build_augment(augment, train=train) if augment is not None else None,
+        augment=build_augment(augment, train=train, color_pca=color_pca) if augment is not None else None,
         mean=mean,
         std=std,
         device=device,
@@ -136,10 +179,12 @@ class ImageModality:
             seed=recipe.train.seed,
             skip_bad=skip_bad or recipe.data.skip_bad,
             subset=recipe.data.subset,
+            classes=recipe.data.classes,
+            per_class=recipe.data.per_class,
         )
 
     def evaluation_loader(self, recipe: Recipe, info: dict[str, Any], spec: str, device: torch.device) -> TensorLoader:
-        dataset = open_dataset(spec, skip_bad=recipe.data.skip_bad)
+        dataset = select_classes(open_dataset(spec, skip_bad=recipe.data.skip_bad), recipe.data.classes)
         if dataset.classes != info["classes"]:
             raise UserError(
                 f"data {spec!r} has classes {dataset.classes}, but the run was trained on {info['classes']}"

@@ -83,6 +83,20 @@ def decode_image(path: Path, channels: int) -> torch.Tensor:
         return _decode(path, channels)
 
 
+def conversion_note(path: Path, channels: int, size: tuple[int, int]) -> str | None:
+    """What :func:`decode_image` and :func:`fit_size` change to bring ``path`` to ``channels`` and ``size``, in
+    words for the user, or None when the file already has them."""
+    info = probe_image(path)
+    changes = []
+    if info.colour and channels == 1:
+        changes.append("colour converted to greyscale")
+    elif not info.colour and channels == 3:
+        changes.append("greyscale converted to 3 channels")
+    if info.size != tuple(size):
+        changes.append(f"{info.size[0]}x{info.size[1]} scaled and centre-cropped to {size[0]}x{size[1]}")
+    return f"'{path}': " + ", ".join(changes) if changes else None
+
+
 def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Scale ``image`` until it covers ``size`` (the shorter side for a square), then center-crop to it."""
     height, width = image.shape[-2:]

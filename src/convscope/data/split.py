@@ -63,3 +63,18 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     mean = (weights * values).sum(dim=1)
     std = (weights * (values - mean[:, None]) ** 2).sum(dim=1).sqrt()
     return mean.tolist(), std.tolist()
+
+
+def color_pca(images: torch.Tensor, max_pixels: int = 2**20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of the channel covariance of uint8 NCHW images in
+    [0, 1] units, for AlexNet's PCA colour augmentation. Estimated from the pixels of random images (drawn with
+    ``seed``), at most about ``max_pixels``: a C x C covariance needs no more, whatever the data set's size."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be non-empty uint8 NCHW, got {images.dtype} {tuple(images.shape)}")
+    n, channels, height, width = images.shape
+    keep = min(n, max(1, max_pixels // (height * width)))
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:keep].sort().values
+    values = images[index].transpose(0, 1).reshape(channels, -1).double() / 255
+    covariance = torch.cov(values).reshape(channels, channels)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    return eigenvalues.clamp(min=0).float(), eigenvectors.float()

@@ -42,6 +42,9 @@ class Callback:
     def on_fit_start(self, trainer: Trainer) -> None:
         """Once per ``fit``, after a resume has restored the state."""
 
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        """Before each training pass (also a resumed one), once the model is in training mode."""
+
     def on_train_batch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         """After each optimisation step; ``logs`` is the step's row (loss, task values, averages, lr, momentum)."""
 

@@ -184,6 +184,7 @@ class Trainer:
         loader.set_epoch(self.epoch, start_batch=self.batch)
         progress.start_epoch(self.epoch + 1, self.batch)
         self.model.train()
+        self._dispatch("on_train_epoch_start")  # after train(): a callback may put modules back in eval mode
         started = time.perf_counter()
         for batch in loader:
             row = self._train_step(batch)

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from convscope.errors import UserError
-from convscope.models import fastnet, seeds
+from convscope.models import charcnn, fastnet, fcn, monster, seeds, torchvision_nets
 from convscope.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
@@ -26,6 +26,13 @@ MODELS.register("lenet5")(seeds.lenet5)
 MODELS.register("cifar-cnn")(seeds.cifar_cnn)
 MODELS.register("fastnet")(fastnet.fastnet)
 MODELS.register("fastnet-small")(fastnet.fastnet_small)
+MODELS.register("char-cnn")(charcnn.char_cnn)
+MODELS.register("alexnet")(torchvision_nets.alexnet)
+MODELS.register("resnet18")(torchvision_nets.resnet18)
+MODELS.register("resnet34")(torchvision_nets.resnet34)
+MODELS.register("resnet50")(torchvision_nets.resnet50)
+MODELS.register("fcn-resnet18")(fcn.fcn_resnet18)
+MODELS.register("monster")(monster.monster)
 
 # What the data decides rather than the recipe.
 INPUT_ARGUMENTS = ("num_classes", "in_channels", "image_size", "vocab_size", "max_len")

@@ -23,6 +23,11 @@ class ConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def backbone(self) -> nn.Module:
+        """The part transfer learning freezes first: the whole body, unless a model narrows it to what it
+        borrows from another network (seed 002's Monster: its stem)."""
+        return self.features
+
 
 class Scale(nn.Module):
     """Multiplies by a constant (airbench's logit scale)."""

@@ -102,6 +102,42 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path) 
     _save(fig, path)
 
 
+def plot_roc(roc: dict, path: Path) -> None:
+    """ROC curves from ``eval.json``'s ``roc``: the positive class's for a binary task, one per class otherwise."""
+    curves = roc["curves"]
+    names = [roc["positive_class"]] if roc["kind"] == "binary" else list(curves)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name in names:
+        if name in curves:
+            ax.plot(curves[name]["fpr"], curves[name]["tpr"], label=f"{name} (AUC {roc['auc'][name]:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="dotted", color="grey", label="chance")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    macro = f", macro AUC {roc['auc_macro']:.3f}" if roc.get("auc_macro") is not None else ""
+    ax.set_title(f"ROC ({roc['kind']}{macro})")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(linestyle="dashed", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_precision_recall(pr: dict, path: Path) -> None:
+    """Precision-recall curves (one per class) from ``eval.json``'s ``precision_recall``."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, curve in pr["curves"].items():
+        ax.plot(curve["recall"], curve["precision"], label=f"{name} (AP {pr['average_precision'][name]:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    mean_ap = pr.get("mean_average_precision")
+    ax.set_title("precision-recall" + (f" (mean AP {mean_ap:.3f})" if mean_ap is not None else ""))
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(linestyle="dashed", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     """(Re)draw the training figures of a run into ``RUN_DIR/plots``."""
     metrics_path = run_dir / "metrics.csv"

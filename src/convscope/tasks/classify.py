@@ -6,7 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassAveragePrecision,
+    MulticlassConfusionMatrix,
+    MulticlassPrecisionRecallCurve,
+    MulticlassRecall,
+    MulticlassROC,
+    MulticlassSpecificity,
+)
 
 from convscope.tasks import TASKS
 
@@ -33,7 +42,10 @@ class ClassifyTask:
         return loss, {"accuracy": accuracy}
 
     def make_metrics(self, detailed: bool = False) -> MetricCollection:
-        """Validation metrics (scalars); ``detailed`` adds per-class accuracy and the confusion matrix."""
+        """Validation metrics (scalars); ``detailed`` adds per-class accuracy, true-positive rate (recall) and
+        specificity (1 - false-positive rate), one-vs-rest ROC and precision-recall curves with their areas
+        (exact: every score is kept), and the confusion matrix. :func:`convscope.metrics.classification.summarize`
+        turns them into ``eval.json``."""
         metrics: dict = {
             "loss": MeanMetric(),
             "accuracy": MulticlassAccuracy(self.num_classes, average="micro"),
@@ -43,17 +55,26 @@ class ClassifyTask:
         if detailed:
             metrics["per_class_accuracy"] = MulticlassAccuracy(self.num_classes, average=None)
             metrics["confusion_matrix"] = MulticlassConfusionMatrix(self.num_classes)
+            metrics["true_positive_rate"] = MulticlassRecall(self.num_classes, average=None)
+            metrics["specificity"] = MulticlassSpecificity(self.num_classes, average=None)
+            metrics["roc"] = MulticlassROC(self.num_classes)
+            metrics["roc_auc"] = MulticlassAUROC(self.num_classes, average=None)
+            metrics["pr_curve"] = MulticlassPrecisionRecallCurve(self.num_classes)
+            metrics["average_precision"] = MulticlassAveragePrecision(self.num_classes, average=None)
         return MetricCollection(metrics, compute_groups=False)
 
     def validation_step(self, model: nn.Module, batch, metrics: MetricCollection) -> None:
         x, y = batch
         logits = model(x).float()
         loss = F.cross_entropy(logits, y, reduction="none")
+        # Probabilities, not logits: torchmetrics' curves apply softmax only when a batch's scores fall outside
+        # [0, 1], so small logits would be taken for probabilities. Argmax-based metrics see the same classes.
+        probs = logits.softmax(dim=1)
         for key, metric in metrics.items():
             if key == "loss":
                 metric.update(loss)
             else:
-                metric.update(logits, y)
+                metric.update(probs, y)
 
     def batch_size(self, batch) -> int:
         return batch[1].shape[0]

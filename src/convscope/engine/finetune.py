@@ -1,0 +1,185 @@
+"""Transfer learning in two phases (seed 004): train the head on a frozen backbone, then fine-tune everything
+with a 10x smaller learning rate, optionally smaller still for earlier layers (discriminative fine-tuning).
+
+Each phase is its own ``Trainer.fit`` with a new optimiser and schedule, as the seed ran it: phase 1 keeps its
+checkpoints and ``metrics.csv`` in ``RUN_DIR/phase1``, phase 2 in the run directory itself. A resumed run
+resumes phase 1 (a finished phase 1 just restores its last weights) and then phase 2 from its own
+checkpoint, so exact resume holds across the switch. The frozen part runs in eval mode during phase 1, so
+its batch-norm statistics stay those of the weights it was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from convscope.engine.callbacks import Callback
+from convscope.engine.config import OptimConfig, TrainConfig
+from convscope.engine.history import History
+from convscope.engine.trainer import Loader, Trainer
+from convscope.errors import UserError
+from convscope.tasks.base import Batch, Task
+
+PHASE1_DIR = "phase1"
+
+
+@dataclass
+class TransferConfig:
+    """The recipe's ``[transfer]`` section."""
+
+    init: str = ""  # weights to start from: a run directory, a .pth state dict or a .safetensors file
+    freeze_epochs: int = 0  # phase 1: epochs (out of train.epochs) training the head on a frozen backbone
+    unfreeze_at: float = 0.0  # or phase 1 as a fraction of train.epochs (seed 002 froze half: 0.5)
+    finetune_lr_factor: float = 0.1  # phase 2's optim.lr, and so its schedule's peak, is optim.lr times this
+    layer_lr_decay: float = 1.0  # phase 2: each earlier backbone stage gets this factor of the next one's lr
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.freeze_epochs < 0:
+            raise UserError(f"transfer.freeze_epochs = {self.freeze_epochs}: expected an integer >= 0")
+        if not 0.0 <= self.unfreeze_at < 1.0:
+            raise UserError(f"transfer.unfreeze_at = {self.unfreeze_at}: expected a fraction in [0, 1)")
+        if self.freeze_epochs and self.unfreeze_at:
+            raise UserError("transfer.freeze_epochs and transfer.unfreeze_at both set: give one of them")
+        if not self.finetune_lr_factor > 0:
+            raise UserError(f"transfer.finetune_lr_factor = {self.finetune_lr_factor}: expected a number > 0")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise UserError(f"transfer.layer_lr_decay = {self.layer_lr_decay}: expected a number in (0, 1]")
+
+    def frozen_epochs(self, epochs: int) -> int:
+        frozen = self.freeze_epochs or round(self.unfreeze_at * epochs)
+        if frozen > epochs:
+            raise UserError(f"transfer.freeze_epochs = {frozen} is more than train.epochs = {epochs}")
+        return frozen
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    frozen: bool  # the backbone is frozen
+    lr_factor: float  # of optim.lr
+    run_dir: Path | None
+
+
+def plan_phases(transfer: TransferConfig, epochs: int, run_dir: Path | None) -> list[Phase]:
+    """One phase (everything trains) or two (frozen, then fine-tuning); the last one writes to ``run_dir``."""
+    frozen = transfer.frozen_epochs(epochs)
+    if frozen == 0:
+        return [Phase("train", epochs, False, 1.0, run_dir)]
+    if frozen == epochs:
+        return [Phase("frozen", epochs, True, 1.0, run_dir)]
+    return [
+        Phase("frozen", frozen, True, 1.0, run_dir / PHASE1_DIR if run_dir is not None else None),
+        Phase("fine-tune", epochs - frozen, False, transfer.finetune_lr_factor, run_dir),
+    ]
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """What phase 1 freezes: ``model.backbone()`` for convscope models."""
+    if not hasattr(model, "backbone"):
+        raise UserError(f"{type(model).__name__} has no backbone()/features to freeze; use a convscope model")
+    return model.backbone()
+
+
+def set_frozen(module: nn.Module, frozen: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(not frozen)
+
+
+class FrozenInEval(Callback):
+    """Keeps a frozen part in eval mode while the rest trains: batch norms keep their running statistics
+    (and normalise with them), dropout stays off. Called at every epoch start, resumed ones included."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        self.module.eval()
+
+
+def discriminative_groups(model: nn.Module, lr: float, decay: float) -> list[dict[str, Any]]:
+    """Param groups: the backbone's stages (its children with parameters, input first) at ``lr * decay**k`` for
+    the k-th stage from the top, everything else (the head, new layers) at ``lr``."""
+    stages = [child for child in backbone_of(model).children() if any(True for _ in child.parameters())]
+    in_stages = {id(p) for stage in stages for p in stage.parameters()}
+    groups = [
+        {"params": list(stage.parameters()), "lr": lr * decay ** (len(stages) - i)} for i, stage in enumerate(stages)
+    ]
+    rest = [p for p in model.parameters() if id(p) not in in_stages]
+    return [*groups, {"params": rest, "lr": lr}] if rest else groups
+
+
+@dataclass
+class PhaseResult:
+    phase: Phase
+    trainer: Trainer
+    history: History
+
+
+def train_in_phases(
+    model: nn.Module,
+    task: Task,
+    optim: OptimConfig,
+    train: TrainConfig,
+    transfer: TransferConfig,
+    *,
+    run_dir: Path | None,
+    train_loader: Loader,
+    valid_loader: Iterable[Batch] | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_extra: dict[str, Any] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[PhaseResult]:
+    """Fit ``model`` through its phases; the last result's trainer holds the final model and checkpoints."""
+    phases = plan_phases(transfer, train.epochs, run_dir)
+    results = []
+    for index, phase in enumerate(phases):
+        backbone = backbone_of(model) if phase.frozen or transfer.layer_lr_decay < 1 else None
+        if backbone is not None:
+            set_frozen(backbone, phase.frozen)
+        phase_optim = dataclasses.replace(optim, lr=optim.lr * phase.lr_factor)
+        if phase.frozen:
+            groups: Iterable[Any] = [p for p in model.parameters() if p.requires_grad]
+        elif transfer.layer_lr_decay < 1:
+            groups = discriminative_groups(model, phase_optim.lr, transfer.layer_lr_decay)
+        else:
+            groups = model.parameters()
+        trainer = Trainer(
+            model,
+            task,
+            phase_optim,
+            dataclasses.replace(train, epochs=phase.epochs),
+            run_dir=phase.run_dir,
+            callbacks=[*callbacks, *([FrozenInEval(backbone)] if phase.frozen and backbone is not None else [])],
+            param_groups=groups,
+            checkpoint_extra={**(checkpoint_extra or {}), "phase": phase.name},
+        )
+        if len(phases) > 1:
+            say(f"phase {index + 1}/{len(phases)} ({phase.name}): {phase.epochs} epochs, lr {phase_optim.lr:g}"
+                + (", backbone frozen" if phase.frozen else ""))  # fmt: skip
+        # A phase resumes from its own checkpoint; one that never started (killed before it) starts afresh.
+        has_checkpoint = phase.run_dir is not None and (phase.run_dir / "checkpoints" / "last.pt").is_file()
+        history = trainer.fit(train_loader, valid_loader, resume=resume and (has_checkpoint or index == 0))
+        if phase.frozen and backbone is not None:
+            set_frozen(backbone, False)
+        results.append(PhaseResult(phase, trainer, history))
+    return results
+
+
+def combined_history(results: Sequence[PhaseResult]) -> History:
+    """The phases' epochs one after the other (for a run's summary: epochs, time, best validation)."""
+    return History(
+        train=[row for r in results for row in r.history.train],
+        valid=[row for r in results for row in r.history.valid],
+        train_seconds=sum(r.history.train_seconds for r in results),
+        best=results[-1].history.best,
+    )

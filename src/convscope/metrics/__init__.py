@@ -1,0 +1,1 @@
+"""Evaluation figures beyond what training logs: classification summaries and segmentation metrics."""

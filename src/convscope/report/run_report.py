@@ -1,0 +1,201 @@
+"""``convscope report RUN_DIR``: one page with everything about a run, from its files and a few passes
+over its test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen here or on most servers; must precede pyplot
+import matplotlib.pyplot as plt
+import torch
+
+from convscope.errors import UserError
+from convscope.explain import figures, methods, trust
+from convscope.report import page
+
+if TYPE_CHECKING:
+    from convscope.api import LoadedRun
+
+REPORT_FILE = "report.html"
+EXPLAINED_IMAGES = 4
+MISTAKES_SHOWN = 8
+
+
+def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 100) -> Path:
+    """Write ``RUN_DIR/report.html``; ``evaluation`` is :func:`convscope.api.evaluate`'s result."""
+    run_dir = run.run_dir
+    summary = _read_json(run_dir / "summary.json")
+    sections = [
+        _overview(run, summary),
+        _metrics(evaluation),
+        _plots(run_dir, "Training", [("history.png", "loss and accuracy"), ("schedule.png", "learning-rate schedule")]),
+        _plots(
+            run_dir,
+            "Errors and curves",
+            [("confusion_matrix.png", "confusion matrix"), ("roc.png", "ROC"), ("precision_recall.png", "PR")],
+        ),
+    ]
+    if run.task.modality == "image":
+        sections += [_mistakes(run), _explanations(run), _trust(run, trust_images)]
+    else:
+        sections.append(
+            page.section("Explanations", page.note(f"a {run.task.modality} run: see `convscope explain` for it"))
+        )
+    config = (run_dir / "config.toml").read_text()
+    sections.append(page.section("Configuration", page.preformatted(config)))
+    out = run_dir / REPORT_FILE
+    out.write_text(page.page(f"convscope report: {run_dir.name}", sections))
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _overview(run: LoadedRun, summary: dict) -> str:
+    rows = [
+        ("run", str(run.run_dir)),
+        ("task", run.recipe.task.name),
+        ("data", f"{run.info['dataset']} ({', '.join(f'{n} {k}' for k, n in run.info['sizes'].items())})"),
+        ("classes", ", ".join(run.classes)),
+        ("model", f"{run.recipe.model.name} ({summary.get('parameters', '?')} parameters)"),
+    ]
+    for key in ("epochs", "train_seconds", "device", "precision", "seed", "best_valid_accuracy", "test_accuracy"):
+        if key in summary:
+            rows.append((key.replace("_", " "), summary[key]))
+    return page.section("Run", page.table(["", "value"], rows))
+
+
+def _metrics(evaluation: dict) -> str:
+    scalars = [
+        ("accuracy", evaluation["accuracy"]),
+        ("error rate", evaluation["error_rate"]),
+        ("balanced error rate", evaluation["balanced_error_rate"]),
+        ("loss", evaluation["loss"]),
+        *[(k.replace("_", " "), v) for k, v in evaluation.items() if k.startswith("top")],
+        ("ROC AUC (" + evaluation["roc"]["kind"] + (", macro)" if evaluation["roc"]["kind"] != "binary" else ")"),
+         evaluation["roc"].get("binary_auc", evaluation["roc"]["auc_macro"])),
+        ("mean average precision", evaluation["precision_recall"]["mean_average_precision"]),
+    ]  # fmt: skip
+    support = [sum(row) for row in evaluation["confusion_matrix"]]
+    per_class = [
+        (
+            name,
+            support[i],
+            evaluation["true_positive_rate"][name],
+            evaluation["false_positive_rate"][name],
+            evaluation["roc"]["auc"][name],
+            evaluation["precision_recall"]["average_precision"][name],
+        )
+        for i, name in enumerate(evaluation["classes"])
+    ]
+    return page.section(
+        "Test metrics",
+        page.text(f"{evaluation['images']} test samples of {evaluation['data']}."),
+        page.table(["metric", "value"], scalars),
+        page.table(["class", "samples", "true-positive rate", "false-positive rate", "ROC AUC", "AP"], per_class),
+    )
+
+
+def _plots(run_dir: Path, title: str, names: list[tuple[str, str]]) -> str:
+    parts = []
+    for name, alt in names:
+        path = run_dir / "plots" / name
+        parts.append(page.image(path.read_bytes(), alt) if path.is_file() else page.note(f"no {alt} plot ({name})"))
+    return page.section(title, page.gallery(*parts))
+
+
+@torch.no_grad()
+def _mistakes(run: LoadedRun) -> str:
+    """The test images the model got wrong with the highest confidence."""
+    loader = run.modality.prepare(run.recipe).loaders(run.recipe, run.device)["test"]
+    worst: list[tuple[float, torch.Tensor, int, int]] = []  # (confidence, image, true, predicted)
+    for x, y in loader:
+        probs = run.task.predict(run.model, x)
+        confidence, predicted = probs.max(dim=1)
+        for i in (predicted != y).nonzero()[:, 0].tolist():
+            worst.append((confidence[i].item(), x[i].float().cpu(), y[i].item(), predicted[i].item()))
+        worst = sorted(worst, key=lambda item: -item[0])[:MISTAKES_SHOWN]
+    if not worst:
+        return page.section("Most confident mistakes", page.note("no test image is misclassified"))
+    images = figures.denormalize(torch.stack([w[1] for w in worst]), run.info["mean"], run.info["std"])
+    fig, axes = plt.subplots(1, len(worst), figsize=(1.9 * len(worst), 2.4), squeeze=False)
+    for ax, image, (confidence, _, true, predicted) in zip(axes[0], images, worst, strict=True):
+        figures.show_image(ax, image)
+        ax.set_title(f"true {run.classes[true]}\nsaid {run.classes[predicted]} {confidence:.2f}", fontsize=7)
+    fig.tight_layout()
+    return page.section("Most confident mistakes", page.image(figures.figure_png(fig), "most confident mistakes"))
+
+
+def _explanations(run: LoadedRun) -> str:
+    """A few test images under every method's map, then the feature maps of the first."""
+    x, y = trust.first_test_images(run, EXPLAINED_IMAGES)
+    probs = run.task.predict(run.model, x).clone()  # a normal tensor: attributions back-propagate through it
+    predicted = probs.argmax(dim=1)
+    images = figures.denormalize(x, run.info["mean"], run.info["std"])
+    titles = [
+        f"true {run.classes[t]}\n{run.classes[p]} p={probs[i, p]:.2f}"
+        for i, (t, p) in enumerate(zip(y.tolist(), predicted.tolist(), strict=True))
+    ]
+    baseline = methods.black_baseline(run.info["mean"], run.info["std"])
+    maps, notes, feature_maps = {}, [], None
+    for name in methods.method_names():
+        method = methods.create_method(name, run.model, baseline=baseline)
+        if isinstance(method, methods.FeatureMaps):
+            feature_maps = figures.feature_maps_figure(images[:1], [method.stages(x[:1])], probs[:1], run.classes)
+            continue
+        try:
+            maps[name] = method.attribute(x, predicted)
+        except UserError as exc:
+            notes.append(f"{name} does not apply: {exc}")
+            continue
+        notes += method.notes
+    parts = [
+        page.note("Each map explains the model's predicted class, drawn with seed 004's standardise-and-clip."),
+        page.image(figures.figure_png(figures.comparison_figure(images, maps, titles)), "explanations"),
+        *[page.note(n) for n in notes],
+    ]
+    if feature_maps is not None:
+        parts += ["<h3>feature maps</h3>", page.image(figures.figure_png(feature_maps), "feature maps")]
+    return page.section("Explanations", *parts)
+
+
+def _trust(run: LoadedRun, count: int) -> str:
+    result = trust.trust_of_run(run, count)
+    rows = []
+    for name, figure in result["methods"].items():
+        if not figure["applies"]:
+            rows.append((name, None, None, None, "does not apply", None))
+            continue
+        check = figure["sanity_check"]
+        label = (check.upper(), check) if check else "reference" if name == "random" else "undefined"
+        rows.append(
+            (name, figure["pointing_game"], figure["deletion_auc"], figure["randomization_spearman"], label,
+             figure.get("seconds"))
+        )  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, figure in result["methods"].items():
+        if figure["applies"]:
+            curve = figure["deletion_curve"]
+            steps = [i / (len(curve) - 1) for i in range(len(curve))]
+            ax.plot(steps, curve, label=name, linestyle="dotted" if name == "random" else "solid")
+    ax.set_xlabel("share of pixels removed (most salient first)")
+    ax.set_ylabel("probability of the class")
+    ax.set_title("deletion curves (lower area: more faithful)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    protocol = result["protocol"]
+    return page.section(
+        "Can the explanations be trusted?",
+        page.table(
+            ["method", "pointing game ↑", "deletion AUC ↓", "randomisation Spearman ↓", "sanity check", "seconds"],
+            rows,
+        ),
+        page.note(f"{protocol['sanity_rule']} (Adebayo et al. 2018); random: noise maps, the chance level."),
+        *[page.note(f"{key}: {value}") for key, value in protocol.items() if key not in ("sanity_rule",)],
+        page.image(figures.figure_png(fig), "deletion curves"),
+    )
