@@ -62,4 +62,5 @@ bench: setup
 	$(BIN)/convscope bench demo-fashion
 	$(BIN)/convscope bench seed004-selu
 	$(BIN)/convscope bench seed003-cifar
+	$(BIN)/convscope bench spanish-names
 	$(BIN)/convscope bench explain

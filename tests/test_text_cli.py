@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from convscope import api
+from convscope.cli import main
 from convscope.data.text_sources import spanish_names_dir
 from convscope.errors import UserError
 from convscope.explain.text import explain_texts, log_odds
@@ -42,8 +43,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "run"
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("CONVSCOPE_HOME", str(root / "home"))
-        from convscope.cli import main
-
         assert main(["train", *QUICK, *columns(names_csv(root / "names.csv")), "--out", str(out)]) == 0
     return out
 

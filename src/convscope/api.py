@@ -291,73 +291,31 @@ def explain(
     run_dir: str | Path,
     inputs: Sequence[str | Path],
     *,
-    method: str | None,
+    method: str | None = None,
     target: str | None = None,
     layer: str | None = None,
     out: str | Path | None = None,
     display: Display | None = None,
 ) -> Path:
-    """Draw what the run's model looks at for each input into ``out`` (default ``RUN_DIR/explanations/M.png``).
+    """Draw what the run's model looks at for each input into ``out`` (default ``RUN_DIR/explanations/``).
 
-    ``method`` is one of :func:`convscope.explain.methods.method_names`; ``target`` a class name or index
-    (default: each input's predicted class); ``layer`` Grad-CAM's layer (default: the last convolution of the
-    body, printed); ``display`` a :class:`convscope.explain.figures.Display`. Text runs are explained by
-    :func:`convscope.explain.text.explain_texts`.
+    Image runs: ``method`` is one of :func:`convscope.explain.methods.method_names`, ``target`` a class name or
+    index (default: each input's predicted class), ``layer`` Grad-CAM's layer (default: the last convolution of
+    the body, printed), ``display`` a :class:`convscope.explain.figures.Display`; see
+    :func:`convscope.explain.images.explain_images`. Text runs: :func:`convscope.explain.text.explain_texts`.
     """
     run = load_run(run_dir)
-    texts_or_paths = [str(i) for i in inputs]
+    given = [str(i) for i in inputs]
     if run.task.modality == "text":
         from convscope.explain.text import explain_texts
 
         out = Path(out) if out is not None else run.run_dir / "explanations" / "text.png"
-        explain_texts(run, texts_or_paths, out)
+        explain_texts(run, given, out)
         return out
+    from convscope.explain.images import explain_images
 
-    from convscope.data.images import conversion_note
-    from convscope.explain import figures, methods
-
-    if method is None:
-        raise UserError(f"--method is required: one of {', '.join(methods.method_names())}")
-    baseline = methods.black_baseline(run.info["mean"], run.info["std"])
-    explainer = methods.create_method(method, run.model, layer=layer, baseline=baseline)
-    target_index = None if target is None else _class_index(target, run.classes)
-    x = run.modality.load_inputs(run.recipe, run.info, texts_or_paths, run.device)
-    for path in texts_or_paths:
-        note = conversion_note(Path(path), run.info["channels"], tuple(run.info["image_size"]))
-        if note:
-            _say(f"note: {note}")
-    probs = run.task.predict(run.model, x).clone()  # a normal tensor: attributions back-propagate through it
-    predicted = probs.argmax(dim=1)
-    targets = predicted if target_index is None else torch.full_like(predicted, target_index)
-    images = figures.denormalize(x, run.info["mean"], run.info["std"])
-    if isinstance(explainer, methods.FeatureMaps):
-        fig = figures.feature_maps_figure(images, [explainer.stages(x[i : i + 1]) for i in range(len(x))], probs,
-                                          run.classes)  # fmt: skip
-    else:
-        maps = explainer.attribute(x, targets)
-        titles = []
-        for p_row, t, pred in zip(probs, targets.tolist(), predicted.tolist(), strict=True):
-            shown = f"{run.classes[t]} p={p_row[t]:.3f}"
-            titles.append(shown if t == pred else f"{shown}\n(predicted {run.classes[pred]} p={p_row[pred]:.3f})")
-        fig = figures.explanation_figure(images, maps, titles, method, display)
-    for path, p_row, t, pred in zip(texts_or_paths, probs, targets.tolist(), predicted.tolist(), strict=True):
-        _say(f"{path}: predicted {run.classes[pred]!r} p={p_row[pred]:.3f}; explained {run.classes[t]!r}")
-    for note in explainer.notes:
-        _say(note)
     out = Path(out) if out is not None else run.run_dir / "explanations" / f"{method}.png"
-    figures.save_figure(fig, out)
-    _say(f"written: {out}")
-    return out
-
-
-def _class_index(target: str, classes: list[str]) -> int:
-    """A class given by name, or by index when no class has that name."""
-    if target in classes:
-        return classes.index(target)
-    if target.isdigit() and int(target) < len(classes):
-        return int(target)
-    raise UserError(f"--target {target!r} is not a class of this run; expected a name or 0..{len(classes) - 1}: "
-                    + ", ".join(classes))  # fmt: skip
+    return explain_images(run, given, out, method=method, target=target, layer=layer, display=display)
 
 
 def report(run_dir: str | Path, *, trust_images: int = 100) -> Path:

@@ -83,6 +83,8 @@ BAD = {
     "method": (["{good}", "--method", "lime"], "unknown explanation method 'lime'; expected one of: attention"),
     "no-method": (["{good}"], "--method is required: one of attention, feature-maps, gradcam"),
     "layer": (["{good}", "--method", "gradcam", "--layer", "head.7"], "the model has no layer 'head.7'"),
+    "alpha": (["{good}", "--method", "saliency", "--alpha", "1.5"], "--alpha 1.5: expected an opacity between 0 and 1"),
+    "saturation": (["{good}", "--method", "saliency", "--saturation", "0"], "--saturation 0.0: expected a positive"),
     "layer-linear": (["{good}", "--method", "gradcam", "--layer", "head.2"], "does not produce N x C x H x W maps"),
     "layer-not-gradcam": (["{good}", "--method", "saliency", "--layer", "features.0"], "--layer applies to gradcam"),
 }  # fmt: skip

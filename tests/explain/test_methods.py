@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,8 @@ from convscope.explain.methods import (
     find_layer,
     method_names,
 )
-from convscope.models import create_model
+from convscope.models import MODELS as MODELS_REGISTRY
+from convscope.models import create_model, list_models
 from tests.explain.helpers import ClassMaps, images, tiny_convnet
 
 ATTRIBUTIONS = ["saliency", "guided-backprop", "gradcam", "integrated-gradients"]
@@ -191,3 +194,20 @@ def test_registry_lists_every_method_and_rejects_bad_options():
 def test_black_baseline_is_zero_pixels_after_normalisation():
     baseline = black_baseline([0.5, 0.4, 0.3], [0.25, 0.2, 0.1])
     torch.testing.assert_close(baseline.flatten(), torch.tensor([-2.0, -2.0, -3.0]))
+
+
+def image_models() -> list[str]:
+    return [n for n in list_models() if "in_channels" in inspect.signature(MODELS_REGISTRY.get(n)).parameters]
+
+
+@pytest.mark.parametrize("name", image_models())
+def test_every_registered_image_model_can_be_explained(name: str):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, inputs={"in_channels": 3, "image_size": (32, 32)}).eval()
+    x, target = torch.randn(1, 3, 32, 32), torch.tensor([2])
+    # The two methods that depend on the architecture: its activations and its last convolution.
+    for method in ("guided-backprop", "gradcam"):
+        maps = create_method(method, model).attribute(x, target)
+        assert maps.shape == (1, 32, 32) and maps.isfinite().all(), method
+        assert method == "gradcam" or maps.abs().sum() > 0, method  # a ReLU-ed CAM may be 0 at random weights
+    assert FeatureMaps(model).stages(x)

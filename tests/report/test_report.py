@@ -61,7 +61,7 @@ def test_report_is_one_self_contained_page_with_every_section(report: Path):
     assert f"{evaluation['balanced_error_rate']:.4f}" in text
     assert "attention does not apply" in text
     for method in ("saliency", "guided-backprop", "gradcam", "integrated-gradients", "random"):
-        assert f"<td>{method}</td>" in text
+        assert f'<td class="text">{method}</td>' in text
     labels = re.findall(r'<td class="(pass|fail)">(PASS|FAIL)</td>', text)
     assert len(labels) == 4 and all(css.upper() == label for css, label in labels)
     assert "a method fails when its randomisation Spearman is above 0.5" in text

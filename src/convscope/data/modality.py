@@ -54,7 +54,6 @@ MODALITIES: Registry[Modality] = Registry("data modality")
 
 def get_modality(name: str) -> Modality:
     # Imported here so that each modality registers itself without import cycles.
-    import convscope.data.datamodule  # noqa: F401
-    import convscope.data.text  # noqa: F401
+    from convscope.data import datamodule, text  # noqa: F401
 
     return MODALITIES.get(name)()

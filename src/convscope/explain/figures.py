@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from matplotlib.colors import LinearSegmentedColormap
 
+from convscope.errors import UserError
 from convscope.explain.methods import Stage
 
 # Seed 004 shows the standardised map clipped to [0.5, 10]: everything below the map's mean is dropped.
@@ -32,6 +33,12 @@ class Display:
     saturation: float = 0.1  # the standardised map is multiplied by this: larger shows more contrast
     brightness: float = 0.5  # ... then shifted by this: larger shows more of the map
     alpha: float = 0.75  # opacity of the map over the image
+
+    def __post_init__(self) -> None:
+        if not self.saturation > 0:
+            raise UserError(f"--saturation {self.saturation}: expected a positive number (seed 004 uses 0.1)")
+        if not 0 <= self.alpha <= 1:
+            raise UserError(f"--alpha {self.alpha}: expected an opacity between 0 and 1")
 
 
 def standardize_and_clip(

@@ -28,12 +28,16 @@ class CharWindows(nn.Module):
         self.relu = nn.ReLU()
 
     def windows(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(tokens).transpose(1, 2)  # N x embedding_dim x L
-        return self.relu(self.conv(x))
+        return self.relu(self._convolve(tokens))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        # The seed's MaxPool1d(MAX_LEN - context + 1) leaves the last window out; the max over all keeps it.
-        return self.windows(tokens).amax(dim=2)
+        # ReLU after the max rather than before: the same values and gradients (ReLU is monotonic), on a
+        # tensor `windows` times smaller. The seed's MaxPool1d(MAX_LEN - context + 1) leaves the last window
+        # out; the max over all keeps it.
+        return self.relu(self._convolve(tokens).amax(dim=2))
+
+    def _convolve(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.embedding(tokens).transpose(1, 2))  # N x embedding_dim x L -> N x conv_width x windows
 
 
 def char_cnn(

@@ -11,7 +11,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
 td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th { background: #f3f3f3; } td:first-child, th:first-child, td.text { text-align: left; }
 img { max-width: 100%; margin: .4em 0; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 .fail { color: #fff; background: #c0392b; font-weight: bold; }
@@ -49,7 +49,9 @@ def cell(value: object) -> str:
     css = ""
     if isinstance(value, tuple):
         value, css = value
-        css = f' class="{html.escape(css)}"'
+    elif isinstance(value, str):
+        css = "text"  # words align left, numbers right
+    css = f' class="{html.escape(css)}"' if css else ""
     if value is None:
         shown = "–"
     elif isinstance(value, float):
