@@ -318,7 +318,7 @@ def explain(
     return explain_images(run, given, out, method=method, target=target, layer=layer, display=display)
 
 
-def report(run_dir: str | Path, *, trust_images: int = 100) -> Path:
+def report(run_dir: str | Path, *, trust_images: int = 50) -> Path:
     """Evaluate the run and write ``RUN_DIR/report.html``: one self-contained page with its configuration,
     curves, metrics, mistakes, explanations and their trust figures (on ``trust_images`` test images)."""
     from convscope.report.run_report import write_report

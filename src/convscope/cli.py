@@ -95,7 +95,7 @@ def build_parser() -> Parser:
 
     report = commands.add_parser("report", help="evaluate a run and write RUN_DIR/report.html")
     report.add_argument("run_dir")
-    report.add_argument("--trust-images", type=int, default=100, help="test images for the trust figures")
+    report.add_argument("--trust-images", type=int, default=50, help="test images for the trust figures")
 
     bench = commands.add_parser("bench", help="run a benchmark on the real data (writes benchmarks/results/NAME.json)")
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")

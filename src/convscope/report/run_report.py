@@ -25,7 +25,7 @@ EXPLAINED_IMAGES = 4
 MISTAKES_SHOWN = 8
 
 
-def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 100) -> Path:
+def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 50) -> Path:
     """Write ``RUN_DIR/report.html``; ``evaluation`` is :func:`convscope.api.evaluate`'s result."""
     run_dir = run.run_dir
     summary = _read_json(run_dir / "summary.json")
