@@ -1,18 +1,9 @@
 import pytest
 import torch
-from torch import nn
 
 from convscope.metrics.classification import CURVE_POINTS, summarize
 from convscope.tasks.classify import ClassifyTask
-
-
-class Fixed(nn.Module):
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits
+from tests.tasks.test_classify import Fixed
 
 
 def evaluate(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> dict:
