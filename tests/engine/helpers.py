@@ -138,6 +138,21 @@ def train_run(run_dir: Path | None, *, resume: bool = False, callbacks: Sequence
     return trainer
 
 
+class Crash(Exception):
+    """Stands for a process dying mid-run, in-process."""
+
+
+class CrashAt(Callback):
+    """Raises :class:`Crash` after global step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, logs) -> None:
+        if trainer.global_step == self.step:
+            raise Crash
+
+
 class Sleep(Callback):
     """Slows the script down so the test can kill it mid-run; numerics untouched."""
 

@@ -13,6 +13,7 @@ from convscope.errors import UserError
 from convscope.models.layers import ConvNet
 
 from . import helpers
+from .helpers import Crash, CrashAt
 
 
 def toy_convnet() -> ConvNet:
@@ -87,19 +88,6 @@ def test_discriminative_groups_slow_down_earlier_stages() -> None:
     groups = discriminative_groups(model, 0.1, 0.5)
     assert [g["lr"] for g in groups] == pytest.approx([0.0125, 0.025, 0.05, 0.1])  # conv, bn, conv, head
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, logs) -> None:
-        if trainer.global_step == self.step:
-            raise Crash
 
 
 @pytest.mark.parametrize(("phase_dir", "crash_at"), [("phase1", 5), (".", 3), (".", 9)],

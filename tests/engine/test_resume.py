@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from convscope.engine import Callback, load_checkpoint
+from convscope.engine import load_checkpoint
 
 from . import helpers
+from .helpers import Crash, CrashAt
 
 TIMING = {"seconds"}  # wall-clock columns differ between any two runs
 
@@ -40,19 +41,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("reference") / "run"
     helpers.train_run(run, checkpoint_every=4)
     return run
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, logs) -> None:
-        if trainer.global_step == self.step:
-            raise Crash
 
 
 @pytest.mark.parametrize(
