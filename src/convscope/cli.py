@@ -170,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from convscope import api
 
     result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta)
-    print(f"{result['images']} images of {result['data']}")
+    print(f"{result['images']} test examples of {result['data']}")
     print(f"accuracy {result['accuracy']:.4f}  error rate {result['error_rate']:.4f}  loss {result['loss']:.4f}")
     print(f"balanced error rate {_number(result['balanced_error_rate'])}  ROC AUC ({result['roc']['kind']}) "
           f"{_number(result['roc'].get('binary_auc', result['roc']['auc_macro']))}  mean AP "
