@@ -133,13 +133,18 @@ def machine() -> dict:
 STUDIES = {"transfer": bench_transfer.GOAL}
 
 
-def run_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None) -> dict:
+def run_benchmark(
+    name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None, run_dir: Path | None = None
+) -> dict:
+    """Run benchmark ``name``; ``run_dir`` (studies only) names the study's folder, continued if it exists."""
     from convscope import api
 
     if name == "transfer":
         return bench_transfer.run_transfer_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
+            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
         )
+    if run_dir is not None:
+        raise UserError(f"--run-dir is for the studies ({', '.join(STUDIES)}), not for benchmark {name!r}")
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")

@@ -21,18 +21,39 @@ GOAL_POINTS = 0.10
 GOAL = "transfer beats scratch by >= 10 accuracy points (ResNet-18, 5 new CIFAR-10 classes, 100 labels each)"
 
 
-def _timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[dict, float]:
+def _timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[dict, float | None]:
+    """Train one run of the study; a finished run in ``out`` is kept and an interrupted one resumed, so a
+    long study survives a restart. The wall time is None for a run finished earlier."""
     from convscope import api
 
+    if (out / "summary.json").exists():
+        print(f"kept the finished run {out}")
+        return json.loads((out / "summary.json").read_text()), None
     started = time.perf_counter()
-    api.train(load_recipe(recipe_name, overrides), out=out)
+    api.train(load_recipe(recipe_name, overrides), out=out, resume=(out / "checkpoints").exists())
     return json.loads((out / "summary.json").read_text()), time.perf_counter() - started
 
 
-def run_transfer_study(*, out: Path | None, overrides: dict[str, str] | None, results_dir: Path, machine: dict) -> dict:
-    """Train the three runs under ``runs/bench-transfer-<time>/``, print the table, write the JSON."""
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
+def _shown(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}"
+
+
+def run_transfer_study(
+    *,
+    out: Path | None,
+    overrides: dict[str, str] | None,
+    results_dir: Path,
+    machine: dict,
+    run_dir: Path | None = None,
+) -> dict:
+    """Train the three runs under ``run_dir`` (default ``runs/bench-transfer-<time>/``; an existing one is
+    continued), print the table, write the JSON."""
     overrides = overrides or {}
-    root = Path("runs") / f"bench-transfer-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = run_dir or Path("runs") / f"bench-transfer-{time.strftime('%Y%m%d-%H%M%S')}"
     pretrain, pretrain_wall = _timed_run(PRETRAIN_RECIPE, overrides, root / "pretrain")
     scratch, scratch_wall = _timed_run(FEWSHOT_RECIPE, {**overrides, "transfer.freeze_epochs": "0"}, root / "scratch")
     transfer, transfer_wall = _timed_run(
@@ -50,11 +71,11 @@ def run_transfer_study(*, out: Path | None, overrides: dict[str, str] | None, re
         "pretrain_accuracy": pretrain["test_accuracy"],
         "seconds": {
             "pretrain_train": pretrain["train_seconds"],
-            "pretrain_wall": round(pretrain_wall, 1),
+            "pretrain_wall": _rounded(pretrain_wall),
             "scratch_train": scratch["train_seconds"],
-            "scratch_wall": round(scratch_wall, 1),
+            "scratch_wall": _rounded(scratch_wall),
             "transfer_train": transfer["train_seconds"],
-            "transfer_wall": round(transfer_wall, 1),
+            "transfer_wall": _rounded(transfer_wall),
             "transfer_phases": {p["name"]: p["train_seconds"] for p in transfer.get("phases", [])},
         },
         "settings": {
@@ -81,14 +102,14 @@ def run_transfer_study(*, out: Path | None, overrides: dict[str, str] | None, re
     print(f"{'run':<28}{'test accuracy':>14}{'train s':>10}{'wall s':>10}")
     print(
         f"{'pre-train (5 other classes)':<28}{pretrain['test_accuracy']:>14.4f}"
-        f"{seconds['pretrain_train']:>10.1f}{seconds['pretrain_wall']:>10.1f}"
+        f"{seconds['pretrain_train']:>10.1f}{_shown(seconds['pretrain_wall']):>10}"
     )
     print(
         f"{'scratch (100 per class)':<28}{scratch['test_accuracy']:>14.4f}"
-        f"{seconds['scratch_train']:>10.1f}{seconds['scratch_wall']:>10.1f}"
+        f"{seconds['scratch_train']:>10.1f}{_shown(seconds['scratch_wall']):>10}"
     )
     print(f"{'transfer (100 per class)':<28}{transfer['test_accuracy']:>14.4f}"
-          f"{seconds['transfer_train']:>10.1f}{seconds['transfer_wall']:>10.1f}")  # fmt: skip
+          f"{seconds['transfer_train']:>10.1f}{_shown(seconds['transfer_wall']):>10}")  # fmt: skip
     for name, phase_seconds in seconds["transfer_phases"].items():
         print(f"  transfer phase {name}: {phase_seconds:.1f} s")
     print(f"transfer - scratch = {result['gain_points']:+.2f} points (goal >= {100 * GOAL_POINTS:.0f}: "

@@ -101,6 +101,7 @@ def build_parser() -> Parser:
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
     bench.add_argument("--out", help="write the JSON here instead")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    bench.add_argument("--run-dir", help="a study's folder of runs: an existing one is continued (finished runs kept)")
 
     commands.add_parser("recipes", help="list the shipped recipes")
     models = commands.add_parser("models", help="list the registered models, or one model's layers")
@@ -244,7 +245,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print(f"{name:<14} several runs: {goal}")
         return
     overrides = dict(item.partition("=")[::2] for item in args.set)
-    run_benchmark(args.name, out=Path(args.out) if args.out else None, overrides=overrides)
+    run_benchmark(
+        args.name,
+        out=Path(args.out) if args.out else None,
+        overrides=overrides,
+        run_dir=Path(args.run_dir) if args.run_dir else None,
+    )
 
 
 def cmd_recipes(_: argparse.Namespace) -> None:
