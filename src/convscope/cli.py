@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   convscope predict runs/names maria clara tuco_salamanca
   convscope explain runs/c10 cat.jpg --method gradcam --target cat --out cat-gradcam.png
   convscope report runs/c10
+  convscope export runs/c10 --format onnx
   convscope data import pets pets.tar.gz
 """
 
@@ -71,12 +72,20 @@ def build_parser() -> Parser:
     evaluate.add_argument("--data", help="another data set with the same classes (default: the run's test split)")
     evaluate.add_argument("--skip-bad", action="store_true")
     evaluate.add_argument("--tta", action="store_true", help="average 5 crops and their mirror images (images)")
+    add_inference_flags(evaluate)
 
     predict = commands.add_parser("predict", help="class probabilities for image files or texts")
     predict.add_argument("run_dir")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     predict.add_argument("--topk", type=int, help="classes shown per input (default: all up to 5 classes, else 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_inference_flags(predict)
+
+    export = commands.add_parser("export", help="write a run's model as ONNX or TorchScript, with a parity check")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", help="the file (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    export.add_argument("--examples", type=int, default=256, help="test examples of the parity check (default 256)")
 
     explain = commands.add_parser("explain", help="what the model looks at: maps and overlays for inputs")
     explain.add_argument("run_dir")
@@ -121,6 +130,11 @@ def build_parser() -> Parser:
     data_info = data_commands.add_parser("info", help="splits, classes and sizes of a data set")
     data_info.add_argument("name")
     return parser
+
+
+def add_inference_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--batch-size", type=int, help="examples per forward pass (default data.eval_batch_size)")
+    command.add_argument("--precision", choices=["fp32", "bf16"], help="default: the run's training precision")
 
 
 _TRAIN_FLAGS = {
@@ -169,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from convscope import api
 
-    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta)
+    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta,
+                          batch_size=args.batch_size, precision=args.precision)  # fmt: skip
     print(f"{result['images']} test examples of {result['data']}")
     print(f"accuracy {result['accuracy']:.4f}  error rate {result['error_rate']:.4f}  loss {result['loss']:.4f}")
     print(f"balanced error rate {_number(result['balanced_error_rate'])}  ROC AUC ({result['roc']['kind']}) "
@@ -200,7 +215,8 @@ def _number(value: float | None) -> str:
 def cmd_predict(args: argparse.Namespace) -> None:
     from convscope import api
 
-    results = api.predict(args.run_dir, args.inputs, topk=args.topk)
+    results = api.predict(args.run_dir, args.inputs, topk=args.topk, batch_size=args.batch_size,
+                          precision=args.precision)  # fmt: skip
     if args.json:
         print(
             json.dumps(
@@ -245,6 +261,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     overrides = dict(item.partition("=")[::2] for item in args.set)
     run_benchmark(args.name, out=Path(args.out) if args.out else None, overrides=overrides)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from convscope.export import export_run
+
+    if args.examples < 1:
+        raise UserError(f"--examples {args.examples}: expected a positive number of test examples")
+    if args.format == "torchscript":
+        print("note: PyTorch deprecates TorchScript (torch.jit); ONNX is the portable format", file=sys.stderr)
+    result = export_run(args.run_dir, args.format, args.out, examples=args.examples)
+    print(result.describe())
 
 
 def cmd_recipes(_: argparse.Namespace) -> None:
@@ -302,6 +329,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "report": cmd_report,
     "bench": cmd_bench,
+    "export": cmd_export,
     "recipes": cmd_recipes,
     "models": cmd_models,
     "plot": cmd_plot,
