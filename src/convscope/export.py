@@ -103,7 +103,9 @@ def load_torchscript(path: Path) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu").eval()
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, examples: int = PARITY_EXAMPLES) -> Export:
+def export_run(
+    run_dir: str | Path, fmt: str, out: str | Path | None = None, *, examples: int = PARITY_EXAMPLES
+) -> Export:
     """Write the run's model as ``fmt`` (``onnx`` or ``torchscript``) to ``out`` (default ``RUN_DIR/model.onnx``
     or ``RUN_DIR/model.torchscript.pt``) and compare its logits with the eager model's on test examples."""
     from convscope import api
