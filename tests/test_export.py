@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from convscope import api
+from convscope.bench_inference import run_inference_study
 from convscope.cli import main
 from convscope.export import export_run, load_torchscript, parity_inputs
 from tests.data.helpers import make_imagefolder
@@ -101,3 +102,18 @@ def test_bad_export_input(capsys, image_run: Path, tmp_path: Path):
         code, _, err = cli(capsys, *argv)
         assert code == 2, argv
         assert fragment in one_error_line(err), (argv, err)
+
+
+def test_inference_benchmark_measures_three_systems(image_run: Path, tmp_path: Path):
+    out = tmp_path / "inference.json"
+    result = run_inference_study(out=out, overrides={}, results_dir=tmp_path, machine={}, run_dir=image_run)
+    assert json.loads(out.read_text()) == result
+    systems = result["systems"]
+    assert set(systems) == {"fp32_eager", "convscope", "onnxruntime"} and result["test_images"] == 24
+    for row in systems.values():
+        assert row["images_per_second"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+    assert systems["fp32_eager"]["speedup"] == 1.0
+    assert systems["onnxruntime"]["accuracy"] == systems["fp32_eager"]["accuracy"]  # the same fp32 function
+    assert systems["convscope"]["settings"] == {
+        "precision": "bf16", "channels_last": True, "batch_size": 512, "fold_batchnorm": True
+    }  # fmt: skip

@@ -110,6 +110,7 @@ def build_parser() -> Parser:
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
     bench.add_argument("--out", help="write the JSON here instead")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    bench.add_argument("--run", help="inference: measure this trained run instead of training the recipe")
 
     commands.add_parser("recipes", help="list the shipped recipes")
     models = commands.add_parser("models", help="list the registered models, or one model's layers")
@@ -260,7 +261,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print(f"{name:<14} several runs: {goal}")
         return
     overrides = dict(item.partition("=")[::2] for item in args.set)
-    run_benchmark(args.name, out=Path(args.out) if args.out else None, overrides=overrides)
+    run_benchmark(args.name, out=Path(args.out) if args.out else None, overrides=overrides,
+                  run_dir=Path(args.run) if args.run else None)  # fmt: skip
 
 
 def cmd_export(args: argparse.Namespace) -> None:
