@@ -23,6 +23,7 @@ from torch import nn
 
 from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
 from convscope.data.modality import Modality, get_modality
+from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.checkpoint import load_model_state
 from convscope.engine.finetune import PHASE1_DIR, combined_history, train_in_phases
 from convscope.engine.optim import resolve_device
@@ -51,7 +52,9 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
 
     With ``resume``, ``out`` must hold an interrupted run; its saved recipe is used.
     """
-    run_dir = Path(out) if out is not None else default_run_dir(recipe.name)
+    # Under torchrun every rank must use rank 0's directory (default names hold the time).
+    run_dir = same_on_all_ranks(Path(out) if out is not None else default_run_dir(recipe.name))
+    main_rank = rank_and_world_size()[0] == 0  # only rank 0 writes files
     if resume:
         recipe = read_run_recipe(run_dir)
     elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
@@ -65,7 +68,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     model = build_model(recipe, info, modality)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and main_rank:
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
         _write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
@@ -98,6 +101,8 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
 
     trainer.load_best()
     test = trainer.evaluate(loaders["test"])
+    if not main_rank:
+        return run_dir
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
     summary = {
         "task": recipe.task.name,

@@ -60,6 +60,10 @@ def build_parser() -> Parser:
     train.add_argument("--quiet", action="store_true", help="no progress bar or step lines: one line per epoch")
     train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (same seed, same run)")
     train.add_argument(
+        "--nproc", type=int, help="data-parallel processes on this machine (torchrun); batch size is per process"
+    )
+    train.add_argument("--backend", default="auto", help="process group backend: auto (nccl on GPUs, else gloo), ...")
+    train.add_argument(
         "--set",
         action="append",
         default=[],
@@ -168,6 +172,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from convscope import api
+    from convscope.distributed import check_nproc, choose_backend, launch, process_group
+    from convscope.engine.optim import resolve_device
 
     if args.resume:
         if args.out is None:
@@ -175,10 +181,34 @@ def cmd_train(args: argparse.Namespace) -> None:
         given = [f"--{k.replace('_', '-')}" for k in (*_TRAIN_FLAGS, "recipe") if getattr(args, k) is not None]
         if given or args.set:
             raise UserError(f"--resume continues the run with its saved recipe; drop {', '.join(given) or '--set'}")
-        api.train(api.Recipe(), out=args.out, resume=True)
+        recipe = api.read_run_recipe(Path(args.out))
+    else:
+        recipe = api.load_recipe(args.recipe or "fashion-mnist", overrides_from_args(args))
+    device = resolve_device(recipe.train.device)
+    if args.nproc is not None:
+        check_nproc(args.nproc, device)
+        choose_backend(args.backend, device)
+    if args.nproc is not None and args.nproc > 1:
+        # Every worker must write to the same directory: fix the default name (it holds the time) here.
+        out = Path(args.out) if args.out is not None else api.default_run_dir(recipe.name)
+        launch(args.nproc, [*_without_nproc(args.argv), *(["--out", str(out)] if args.out is None else [])],
+               run_dir=out)  # fmt: skip
         return
-    recipe = api.load_recipe(args.recipe or "fashion-mnist", overrides_from_args(args))
-    api.train(recipe, out=args.out)
+    with process_group(args.backend, device):
+        api.train(recipe, out=args.out, resume=args.resume)
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N``: what each launched worker runs."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -340,12 +370,23 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from convscope.distributed import report_error
+
+        if not report_error(str(exc)):  # a launched worker leaves the one error line to its launcher
+            print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from convscope.distributed import report_crash
+
+        if report_crash(exc):
+            return 1
+        raise
     except KeyboardInterrupt:
         print("error: interrupted; a run continues with `convscope train --resume --out RUN_DIR`", file=sys.stderr)
         return 130
