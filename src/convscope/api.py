@@ -23,11 +23,13 @@ from torch import nn
 
 from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
 from convscope.data.modality import Modality, get_modality
+from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.checkpoint import load_model_state
 from convscope.engine.finetune import PHASE1_DIR, combined_history, train_in_phases
 from convscope.engine.optim import resolve_device
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
+from convscope.inference import InferenceConfig, autocast, batched, prepare_model
 from convscope.metrics.classification import summarize as summarize_classification
 from convscope.models import create_model
 from convscope.models.tta import TestTimeAugmented, tta_geometry
@@ -50,7 +52,9 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
 
     With ``resume``, ``out`` must hold an interrupted run; its saved recipe is used.
     """
-    run_dir = Path(out) if out is not None else default_run_dir(recipe.name)
+    # Under torchrun every rank must use rank 0's directory (default names hold the time).
+    run_dir = same_on_all_ranks(Path(out) if out is not None else default_run_dir(recipe.name))
+    main_rank = rank_and_world_size()[0] == 0  # only rank 0 writes files
     if resume:
         recipe = read_run_recipe(run_dir)
     elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
@@ -64,7 +68,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     model = build_model(recipe, info, modality)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and main_rank:
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
         _write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
@@ -97,6 +101,8 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
 
     trainer.load_best()
     test = trainer.evaluate(loaders["test"])
+    if not main_rank:
+        return run_dir
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
     summary = {
         "task": recipe.task.name,
@@ -199,24 +205,47 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     return LoadedRun(run_dir, recipe, info, model, task, modality, resolved)
 
 
-def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = False, tta: bool = False) -> dict:
+def inference_config(run: LoadedRun, *, batch_size: int | None = None, precision: str | None = None) -> InferenceConfig:
+    """The fast path's settings for a run: its training precision and memory format unless overridden, and
+    ``data.eval_batch_size`` unless ``batch_size`` is given."""
+    recipe = run.recipe
+    return InferenceConfig(
+        precision=precision or recipe.train.precision,
+        channels_last=recipe.train.channels_last,
+        batch_size=recipe.data.eval_batch_size if batch_size is None else batch_size,
+    )
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    skip_bad: bool = False,
+    tta: bool = False,
+    batch_size: int | None = None,
+    precision: str | None = None,
+) -> dict:
     """Detailed test metrics of a run, written to ``RUN_DIR/eval.json`` with confusion-matrix, ROC and
     precision-recall plots in ``RUN_DIR/plots``.
 
     Without ``data`` the run's own test split is used (the same images as at the end of training). ``tta``
     averages the predictions over five crops and their mirror images (see :mod:`convscope.models.tta`).
+    The model runs on :mod:`convscope.inference`'s fast path: batches of ``batch_size`` (default
+    ``data.eval_batch_size``) in ``precision`` (default: the training precision), batch norms folded.
     """
     run = load_run(run_dir)
+    config = inference_config(run, batch_size=batch_size, precision=precision)
     recipe, model = run.recipe, run.model
     if tta:
         recipe, model = _test_time_augmented(run)
+    recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, eval_batch_size=config.batch_size))
     if data is None:
         loader = run.modality.prepare(recipe, skip_bad=skip_bad).loaders(recipe, run.device)["test"]
     else:
         loader = run.modality.evaluation_loader(recipe, run.info, data, run.device)
+    model = prepare_model(model, config, run.device)
     metrics = run.task.make_metrics(detailed=True).to(run.device)
-    bf16 = recipe.train.precision == "bf16"
-    with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), autocast(run.device, config.precision):
         for batch in loader:
             run.task.validation_step(model, batch, metrics)
     values = {k: _to_cpu(v) for k, v in metrics.compute().items()}
@@ -225,6 +254,7 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = F
         "run": str(run.run_dir),
         "data": data or recipe.data.name,
         "images": int(confusion.sum()),
+        "inference": dataclasses.asdict(config),
         "loss": values["loss"].item(),
         "accuracy": values["accuracy"].item(),
         "error_rate": 1.0 - values["accuracy"].item(),
@@ -265,18 +295,26 @@ PREDICT_ALL_CLASSES_UP_TO = 5
 
 
 def predict(
-    run_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    topk: int | None = None,
+    batch_size: int | None = None,
+    precision: str | None = None,
 ) -> list[list[tuple[str, float]]]:
     """(class name, probability) for each raw input (an image file, a text), through the evaluation transform.
 
     Every class in class order when ``topk`` covers them all (by default: up to 5 classes), else the top
-    ``topk`` (default 3) by probability.
+    ``topk`` (default 3) by probability. The inputs go through the model in batches on the fast path (see
+    :func:`evaluate`).
     """
     run = load_run(run_dir)
     if topk is not None and topk < 1:
         raise UserError(f"topk = {topk}: expected at least 1")
-    x = run.modality.load_inputs(run.recipe, run.info, [str(i) for i in inputs], run.device)
-    probs = run.task.predict(run.model, x).cpu()
+    config = inference_config(run, batch_size=batch_size, precision=precision)
+    model = prepare_model(run.model, config, run.device)
+    x = run.modality.load_inputs(run.recipe, run.info, [str(i) for i in inputs], torch.device("cpu"))
+    probs = batched(lambda part: run.task.predict(model, part), x, config, run.device)
     k = topk or (len(run.classes) if len(run.classes) <= PREDICT_ALL_CLASSES_UP_TO else 3)
     if k >= len(run.classes):
         return [list(zip(run.classes, row.tolist(), strict=True)) for row in probs]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_transfer
+from convscope import bench_inference, bench_transfer
 from convscope.config import load_recipe
 from convscope.errors import UserError
 
@@ -130,21 +130,26 @@ def machine() -> dict:
 
 
 # Benchmarks that compare several runs instead of measuring one recipe: name -> goal.
-STUDIES = {"transfer": bench_transfer.GOAL}
+STUDIES = {"transfer": bench_transfer.GOAL, "inference": bench_inference.GOAL}
 
 
 def run_benchmark(
     name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None, run_dir: Path | None = None
 ) -> dict:
-    """Run benchmark ``name``; ``run_dir`` (studies only) names the study's folder, continued if it exists."""
+    """Run benchmark ``name``. ``run_dir``: the transfer study's folder, continued if it exists; for the
+    inference benchmark, a trained run to measure instead of training one."""
     from convscope import api
 
     if name == "transfer":
         return bench_transfer.run_transfer_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
         )
+    if name == "inference":
+        return bench_inference.run_inference_study(
+            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
+        )
     if run_dir is not None:
-        raise UserError(f"--run-dir is for the studies ({', '.join(STUDIES)}), not for benchmark {name!r}")
+        raise UserError(f"--run-dir is for the transfer and inference benchmarks, not for benchmark {name!r}")
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")

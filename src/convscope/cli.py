@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   convscope predict runs/names maria clara tuco_salamanca
   convscope explain runs/c10 cat.jpg --method gradcam --target cat --out cat-gradcam.png
   convscope report runs/c10
+  convscope export runs/c10 --format onnx
   convscope data import pets pets.tar.gz
 """
 
@@ -59,6 +60,10 @@ def build_parser() -> Parser:
     train.add_argument("--quiet", action="store_true", help="no progress bar or step lines: one line per epoch")
     train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (same seed, same run)")
     train.add_argument(
+        "--nproc", type=int, help="data-parallel processes on this machine (torchrun); batch size is per process"
+    )
+    train.add_argument("--backend", default="auto", help="process group backend: auto (nccl on GPUs, else gloo), ...")
+    train.add_argument(
         "--set",
         action="append",
         default=[],
@@ -71,12 +76,20 @@ def build_parser() -> Parser:
     evaluate.add_argument("--data", help="another data set with the same classes (default: the run's test split)")
     evaluate.add_argument("--skip-bad", action="store_true")
     evaluate.add_argument("--tta", action="store_true", help="average 5 crops and their mirror images (images)")
+    add_inference_flags(evaluate)
 
     predict = commands.add_parser("predict", help="class probabilities for image files or texts")
     predict.add_argument("run_dir")
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     predict.add_argument("--topk", type=int, help="classes shown per input (default: all up to 5 classes, else 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_inference_flags(predict)
+
+    export = commands.add_parser("export", help="write a run's model as ONNX or TorchScript, with a parity check")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", help="the file (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    export.add_argument("--examples", type=int, default=256, help="test examples of the parity check (default 256)")
 
     explain = commands.add_parser("explain", help="what the model looks at: maps and overlays for inputs")
     explain.add_argument("run_dir")
@@ -101,7 +114,10 @@ def build_parser() -> Parser:
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
     bench.add_argument("--out", help="write the JSON here instead")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    bench.add_argument("--run-dir", help="a study's folder of runs: an existing one is continued (finished runs kept)")
+    bench.add_argument(
+        "--run-dir",
+        help="transfer: the study's folder, continued if it exists; inference: measure this trained run",
+    )
 
     commands.add_parser("recipes", help="list the shipped recipes")
     models = commands.add_parser("models", help="list the registered models, or one model's layers")
@@ -122,6 +138,11 @@ def build_parser() -> Parser:
     data_info = data_commands.add_parser("info", help="splits, classes and sizes of a data set")
     data_info.add_argument("name")
     return parser
+
+
+def add_inference_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--batch-size", type=int, help="examples per forward pass (default data.eval_batch_size)")
+    command.add_argument("--precision", choices=["fp32", "bf16"], help="default: the run's training precision")
 
 
 _TRAIN_FLAGS = {
@@ -154,6 +175,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from convscope import api
+    from convscope.distributed import check_nproc, choose_backend, launch, process_group
+    from convscope.engine.optim import resolve_device
 
     if args.resume:
         if args.out is None:
@@ -161,16 +184,41 @@ def cmd_train(args: argparse.Namespace) -> None:
         given = [f"--{k.replace('_', '-')}" for k in (*_TRAIN_FLAGS, "recipe") if getattr(args, k) is not None]
         if given or args.set:
             raise UserError(f"--resume continues the run with its saved recipe; drop {', '.join(given) or '--set'}")
-        api.train(api.Recipe(), out=args.out, resume=True)
+        recipe = api.read_run_recipe(Path(args.out))
+    else:
+        recipe = api.load_recipe(args.recipe or "fashion-mnist", overrides_from_args(args))
+    device = resolve_device(recipe.train.device)
+    if args.nproc is not None:
+        check_nproc(args.nproc, device)
+        choose_backend(args.backend, device)
+    if args.nproc is not None and args.nproc > 1:
+        # Every worker must write to the same directory: fix the default name (it holds the time) here.
+        out = Path(args.out) if args.out is not None else api.default_run_dir(recipe.name)
+        launch(args.nproc, [*_without_nproc(args.argv), *(["--out", str(out)] if args.out is None else [])],
+               run_dir=out)  # fmt: skip
         return
-    recipe = api.load_recipe(args.recipe or "fashion-mnist", overrides_from_args(args))
-    api.train(recipe, out=args.out)
+    with process_group(args.backend, device):
+        api.train(recipe, out=args.out, resume=args.resume)
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N``: what each launched worker runs."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from convscope import api
 
-    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta)
+    result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta,
+                          batch_size=args.batch_size, precision=args.precision)  # fmt: skip
     print(f"{result['images']} test examples of {result['data']}")
     print(f"accuracy {result['accuracy']:.4f}  error rate {result['error_rate']:.4f}  loss {result['loss']:.4f}")
     print(f"balanced error rate {_number(result['balanced_error_rate'])}  ROC AUC ({result['roc']['kind']}) "
@@ -201,7 +249,8 @@ def _number(value: float | None) -> str:
 def cmd_predict(args: argparse.Namespace) -> None:
     from convscope import api
 
-    results = api.predict(args.run_dir, args.inputs, topk=args.topk)
+    results = api.predict(args.run_dir, args.inputs, topk=args.topk, batch_size=args.batch_size,
+                          precision=args.precision)  # fmt: skip
     if args.json:
         print(
             json.dumps(
@@ -251,6 +300,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         overrides=overrides,
         run_dir=Path(args.run_dir) if args.run_dir else None,
     )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from convscope.export import export_run
+
+    if args.examples < 1:
+        raise UserError(f"--examples {args.examples}: expected a positive number of test examples")
+    if args.format == "torchscript":
+        print("note: PyTorch deprecates TorchScript (torch.jit); ONNX is the portable format", file=sys.stderr)
+    result = export_run(args.run_dir, args.format, args.out, examples=args.examples)
+    print(result.describe())
 
 
 def cmd_recipes(_: argparse.Namespace) -> None:
@@ -308,6 +368,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "report": cmd_report,
     "bench": cmd_bench,
+    "export": cmd_export,
     "recipes": cmd_recipes,
     "models": cmd_models,
     "plot": cmd_plot,
@@ -316,12 +377,23 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from convscope.distributed import report_error
+
+        if not report_error(str(exc)):  # a launched worker leaves the one error line to its launcher
+            print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from convscope.distributed import report_crash
+
+        if report_crash(exc):
+            return 1
+        raise
     except KeyboardInterrupt:
         print("error: interrupted; a run continues with `convscope train --resume --out RUN_DIR`", file=sys.stderr)
         return 130

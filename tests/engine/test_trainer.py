@@ -204,7 +204,8 @@ def test_epoch_number_is_padded_to_the_width_of_epochs(capsys):
 
 
 def test_other_ranks_neither_print_nor_write(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(trainer_module, "_rank_and_world_size", lambda: (1, 2))
+    # Rank 1; the world size stays 1 so that no process group is needed (test_distributed runs 2 real ranks).
+    monkeypatch.setattr(trainer_module, "rank_and_world_size", lambda: (1, 1))
     train_run(tmp_path / "run", epochs=1)
     assert capsys.readouterr().out == ""
     assert not (tmp_path / "run").exists()

@@ -17,6 +17,7 @@ from convscope.data.images import decode_image, fit_size
 from convscope.data.loader import TensorLoader
 from convscope.data.modality import MODALITIES
 from convscope.data.split import channel_stats, color_pca, train_valid_split
+from convscope.distributed import rank_and_world_size
 from convscope.errors import UserError
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class ImageData:
             "channels_last": recipe.train.channels_last,
             "augment": recipe.augment,
         }
+        # Under torchrun each rank takes its shard of every split (training shards padded to equal length).
+        rank, world_size = rank_and_world_size()
+        common.update(rank=rank, world_size=world_size)
         batch, eval_batch = recipe.train.batch_size, recipe.data.eval_batch_size
         pca = color_pca(self.train.images, seed=recipe.train.seed) if recipe.augment.pca_color else None
         loaders = {
@@ -154,6 +158,8 @@ def make_loader(
     augment: AugmentConfig | None = None,
     channels_last: bool = False,
     color_pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TensorLoader:
     return TensorLoader(
         data,
@@ -166,6 +172,9 @@ def make_loader(
         std=std,
         device=device,
         channels_last=channels_last,
+        rank=rank,
+        world_size=world_size,
+        pad=train,
     )
 
 

@@ -30,7 +30,8 @@ class IndexLoader:
 
     With ``world_size > 1`` rank r takes every world_size-th index of the epoch's order, the order
     first padded by wrapping around to a multiple of world_size (as DistributedSampler does), so
-    every rank runs the same number of batches.
+    every rank runs the same number of batches. Evaluation passes ``pad=False``: no example counts
+    twice, and ranks may run one batch more or less (no collective runs per batch there).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class IndexLoader:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"batch_size = {batch_size}: expected an integer >= 1")
@@ -55,12 +57,15 @@ class IndexLoader:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.pad = pad
         self._epoch = 0
         self._start_batch = 0
 
     @property
     def num_samples(self) -> int:
         """Indices this rank serves per epoch: padding included, before ``drop_last`` removes a partial batch."""
+        if not self.pad:
+            return len(range(self.rank, self.size, self.world_size))
         return math.ceil(self.size / self.world_size)
 
     def __len__(self) -> int:
@@ -80,7 +85,9 @@ class IndexLoader:
         """This rank's sample indices for ``epoch``, in the order they are served."""
         n = self.size
         order = torch.randperm(n, generator=_generator("order", self.seed, epoch)) if self.shuffle else torch.arange(n)
-        if self.world_size > 1 and n > 0:
+        if self.world_size > 1 and not self.pad:
+            order = order[self.rank :: self.world_size]
+        elif self.world_size > 1 and n > 0:
             total = self.num_samples * self.world_size
             order = order.repeat(math.ceil(total / n))[:total][self.rank :: self.world_size]
         return order
@@ -121,9 +128,17 @@ class TensorLoader(IndexLoader):
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool = True,
     ) -> None:
         super().__init__(
-            len(data), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size
+            len(data),
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            pad=pad,
         )
         if len(mean) != data.channels:
             raise UserError(f"mean has {len(mean)} values: expected one per channel ({data.channels})")

@@ -22,6 +22,7 @@ from torch.utils.data import random_split
 from convscope.data.loader import IndexLoader
 from convscope.data.modality import MODALITIES
 from convscope.data.text_sources import TextSet, normalise, open_texts
+from convscope.distributed import rank_and_world_size
 from convscope.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,8 +72,12 @@ class TextLoader(IndexLoader):
         shuffle: bool,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        super().__init__(len(labels), batch_size, shuffle=shuffle, seed=seed)
+        # Training shards are padded to equal length (DDP steps together); evaluation shards are not.
+        super().__init__(len(labels), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                         pad=shuffle)  # fmt: skip
         self.tokens = tokens.to(device)
         self.labels = labels.to(device)
 
@@ -114,6 +119,7 @@ class TextData:
         }
 
     def loaders(self, recipe: Recipe, device: torch.device) -> dict[str, TextLoader]:
+        rank, world_size = rank_and_world_size()
         train = TextLoader(
             self.tokens[self.train_index],
             self.labels[self.train_index],
@@ -121,6 +127,8 @@ class TextData:
             shuffle=True,
             seed=recipe.train.seed,
             device=device,
+            rank=rank,
+            world_size=world_size,
         )
         valid = TextLoader(
             self.tokens[self.valid_index],
@@ -128,6 +136,8 @@ class TextData:
             recipe.data.eval_batch_size,
             shuffle=False,
             device=device,
+            rank=rank,
+            world_size=world_size,
         )
         return {"train": train, "valid": valid, "test": valid}
 

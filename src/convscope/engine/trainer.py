@@ -19,7 +19,9 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from convscope.distributed import barrier, rank_and_world_size
 from convscope.engine.callbacks import Callback, EarlyStopping, StopTraining, is_better, monitored
 from convscope.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from convscope.engine.config import OptimConfig, TrainConfig
@@ -39,12 +41,6 @@ class Loader(Protocol):
     def __iter__(self) -> Iterator[Batch]: ...
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
-
-
-def _rank_and_world_size() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _loss_first(names: Iterable[str]) -> list[str]:
@@ -74,14 +70,17 @@ class Trainer:
         self.device = resolve_device(train.device)
         if train.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError("train.precision = 'bf16' is not supported by this GPU; use 'fp32'")
-        self.rank, self.world_size = _rank_and_world_size()
+        self.rank, self.world_size = rank_and_world_size()
         self.is_main = self.rank == 0  # only rank 0 prints and writes files
 
         memory_format = torch.channels_last if train.channels_last else torch.preserve_format
         self.model = model.to(device=self.device, memory_format=memory_format)
-        # Data parallelism plugs in here: wrap in DistributedDataParallel when world_size > 1.
-        # Training steps run through the wrapper; checkpoints and evaluation use the bare self.model.
+        # Training steps run through the DDP wrapper (it averages gradients across ranks during backward and
+        # broadcasts rank 0's initial weights and buffers); checkpoints and evaluation use the bare self.model.
         self.train_model: nn.Module = self.model
+        if self.world_size > 1:
+            device_ids = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = build_optimizer(optim, param_groups if param_groups is not None else model.parameters())
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # needs steps per epoch: built in fit
 
@@ -221,7 +220,11 @@ class Trainer:
 
         names = ["loss", *logged]
         # One device sync for all logged values rather than one per value.
-        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in logged.values())]).tolist()
+        stacked = torch.stack([loss.detach().float(), *(v.detach().float() for v in logged.values())])
+        if self.world_size > 1:  # the global batch's values on every rank, so every rank decides alike
+            dist.all_reduce(stacked)
+            stacked /= self.world_size
+        values = stacked.tolist()
         if not math.isfinite(values[0]):
             raise UserError(
                 f"the loss became {values[0]} at step {self.global_step}; lower optim.lr or set train.grad_clip"
@@ -320,9 +323,16 @@ class Trainer:
         return keys
 
     def _save_checkpoint(self, *, best: bool = False, stopped: bool = False) -> None:
-        """``last.pt`` (and ``best.pt``), then ``metrics.csv`` so the table matches the checkpoint."""
-        if not self.is_main or self.run_dir is None:
-            return
+        """``last.pt`` (and ``best.pt``), then ``metrics.csv`` so the table matches the checkpoint.
+
+        Rank 0 writes; the others wait for it, so none reads a checkpoint still being written (``load_best``).
+        """
+        if self.is_main and self.run_dir is not None:
+            self._write_checkpoint(best=best, stopped=stopped)
+        barrier()
+
+    def _write_checkpoint(self, *, best: bool, stopped: bool) -> None:
+        assert self.run_dir is not None
         folder = self._checkpoint_dir()
         model_state = self.model.state_dict()
         if best:
