@@ -61,7 +61,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     info = data.info
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(recipe, info, modality)
+    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -80,6 +80,8 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
         _say(load_initial_weights(model, recipe.transfer.init, classes=info["classes"]).describe())
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
+    # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
+    callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
     phases = train_in_phases(
         model,
         task,
@@ -90,6 +92,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         train_loader=loaders["train"],
         valid_loader=loaders.get("valid"),
         resume=resume,
+        callbacks=callbacks,
         checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
         say=_say,
     )
@@ -115,6 +118,8 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
+    if hasattr(task, "after_training"):  # figures a task measures once trained (weakseg: masks against the truth)
+        summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
     if len(phases) > 1:
         summary["phases"] = [
             {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
@@ -124,8 +129,9 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         plot_run(run_dir / PHASE1_DIR)
     _write_json(run_dir / "summary.json", summary)
     plot_run(run_dir)
+    accuracy = f"accuracy {summary['test_accuracy']:.4f}, " if summary["test_accuracy"] is not None else ""
     _say(
-        f"test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f} "
+        f"test {accuracy}loss {summary['test_loss']:.4f} "
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
     )
     return run_dir
@@ -148,10 +154,12 @@ def build_task(recipe: Recipe, info: dict) -> Task:
                              num_classes=len(info["classes"]))  # fmt: skip
 
 
-def build_model(recipe: Recipe, info: dict, modality: Modality) -> nn.Module:
+def build_model(recipe: Recipe, info: dict, modality: Modality, num_outputs: int | None = None) -> nn.Module:
+    """The recipe's model for the data; ``num_outputs`` when the task's outputs are not the classes (task
+    ``segment``: the background too)."""
     return create_model(
         recipe.model.name,
-        num_classes=len(info["classes"]),
+        num_classes=num_outputs or len(info["classes"]),
         inputs=modality.model_inputs(recipe, info),
         **recipe.model.options,
     )
@@ -192,7 +200,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     info = json.loads(info_path.read_text())
     task = build_task(recipe, info)
     modality = get_modality(task.modality)
-    model = build_model(recipe, info, modality)
+    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
     load_model_state(model, load_file(weights), weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
@@ -215,6 +223,9 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, skip_bad: bool = F
     else:
         loader = run.modality.evaluation_loader(recipe, run.info, data, run.device)
     metrics = run.task.make_metrics(detailed=True).to(run.device)
+    if "confusion_matrix" not in metrics:
+        raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: its test figures are in summary.json and "
+                        "segmentation.json; `convscope segment RUN_DIR IMAGE...` draws its masks")  # fmt: skip
     bf16 = recipe.train.precision == "bf16"
     with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in loader:

@@ -1,0 +1,228 @@
+"""From a model's class maps to pixel masks, and how good the masks are against the true ones.
+
+Three rules turn maps into masks, each with its thresholds chosen on the validation scenes (the mean IoU of
+:mod:`convscope.metrics.segmentation`) and then measured once on the test scenes:
+
+- ``attention`` (seed 000, task ``weakseg``): the argmax class where ``sigmoid(logsumexp over classes)`` exceeds
+  a threshold, background elsewhere;
+- ``cam`` and ``gradcam`` (the GAP softmax classifier): for each of an image's ``TOP`` most probable classes
+  whose probability reaches a class threshold, its class activation map (Zhou et al. 2016: the classifier's own
+  class map) or captum's Grad-CAM at the last convolution of the body (through
+  :class:`convscope.explain.methods.GradCam`), each scaled to a maximum of 1; a pixel takes the class with the
+  highest map where it exceeds a threshold, the background elsewhere;
+- ``argmax`` (task ``segment``, trained with the masks): the most probable of the 11 classes.
+
+The run's choices and figures go to ``RUN_DIR/segmentation.json``; ``convscope segment`` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.segmentation import MeanIoU
+
+from convscope.errors import UserError
+from convscope.explain.methods import GradCam
+from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
+from convscope.tasks.weakseg import attention, class_maps
+
+SEGMENTATION_FILE = "segmentation.json"
+THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+CLASS_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+TOP = 3  # classes a CAM mask chooses from in each image: a scene holds up to 3 items
+CHUNK = 500  # images per metric update: bounds the memory of the one-hot masks inside torchmetrics
+
+
+@dataclass
+class PixelScores:
+    """A class (N x H x W item class indices) and a score in [0, 1] per pixel: background at or below the
+    threshold."""
+
+    classes: torch.Tensor
+    scores: torch.Tensor
+
+    def masks(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masks: 0 background, c + 1 class c; the score, for the overlay's saturation)."""
+        return torch.where(self.scores.float() > threshold, self.classes.long() + 1, 0), self.scores.float()
+
+    @staticmethod
+    def cat(parts: Sequence[PixelScores]) -> PixelScores:
+        return PixelScores(torch.cat([p.classes for p in parts]), torch.cat([p.scores for p in parts]))
+
+
+@dataclass
+class RankedMaps:
+    """Per image its ``TOP`` most probable classes (N x TOP), their probabilities and their maps scaled to a
+    maximum of 1 (N x TOP x H x W)."""
+
+    classes: torch.Tensor
+    probs: torch.Tensor
+    maps: torch.Tensor
+
+    def masks(self, class_threshold: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        kept = self.maps.float() * (self.probs >= class_threshold)[:, :, None, None]
+        best, which = kept.max(dim=1)
+        classes = self.classes.gather(1, which.flatten(1)).view_as(which)
+        return torch.where(best > threshold, classes + 1, 0), best
+
+    @staticmethod
+    def cat(parts: Sequence[RankedMaps]) -> RankedMaps:
+        return RankedMaps(*(torch.cat([getattr(p, k) for p in parts]) for k in ("classes", "probs", "maps")))
+
+
+def _upsampled(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Class maps bilinearly at the image's ``size``, as logits (seed 000 upsamples before the sigmoid)."""
+    maps = maps.float()
+    return maps if tuple(maps.shape[-2:]) == tuple(size) else F.interpolate(maps, size=tuple(size), mode="bilinear")
+
+
+def attention_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
+    maps = _upsampled(class_maps(model, x), x.shape[-2:])
+    return PixelScores(maps.argmax(dim=1).to(torch.uint8), attention(maps).half())
+
+
+def argmax_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
+    """Task ``segment``: channel 0 is the background; score 1 on the pixels an item class wins, 0 elsewhere."""
+    winner = _upsampled(class_maps(model, x), x.shape[-2:]).argmax(dim=1)
+    return PixelScores((winner - 1).clamp(min=0).to(torch.uint8), (winner > 0).half())
+
+
+def _scaled(maps: torch.Tensor) -> torch.Tensor:
+    """Negative evidence cut, then each map divided by its maximum (Zhou et al.'s normalisation)."""
+    maps = maps.float().clamp(min=0)
+    return maps / maps.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+
+
+def cam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
+    maps = class_maps(model, x).float()
+    probs, top = task.image_logits(maps).softmax(dim=1).topk(TOP, dim=1)
+    chosen = maps.gather(1, top[:, :, None, None].expand(-1, -1, *maps.shape[-2:]))
+    return RankedMaps(top, probs, _scaled(_upsampled(chosen, x.shape[-2:])).half())
+
+
+class ImageLogits(nn.Module):
+    """A map model and its task's aggregation: class logits N x C, what Grad-CAM differentiates."""
+
+    def __init__(self, model: nn.Module, task: Any) -> None:
+        super().__init__()
+        self.net, self.task = model, task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.task.image_logits(class_maps(self.net, x))
+
+
+def gradcam_layer(model: nn.Module) -> str:
+    """The last convolution of the body, under the :class:`ImageLogits` wrapper's names."""
+    convolutions = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.startswith("features.")]
+    if not convolutions:
+        raise UserError("gradcam needs a model with convolutions in its body (features)")
+    return f"net.{convolutions[-1]}"
+
+
+def gradcam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
+    wrapped = ImageLogits(model, task)
+    with torch.no_grad():
+        probs, top = wrapped(x).softmax(dim=1).topk(TOP, dim=1)
+    method = GradCam(wrapped, layer=gradcam_layer(model))
+    maps = torch.stack([method.attribute(x, top[:, k]) for k in range(TOP)], dim=1)
+    return RankedMaps(top, probs, _scaled(maps).half())
+
+
+# rule -> (scores of one batch, the parameters tried on the validation scenes)
+Scorer = Callable[[Any, nn.Module, torch.Tensor], PixelScores | RankedMaps]
+RULES: dict[str, tuple[Scorer, list[dict[str, float]]]] = {
+    "attention": (attention_scores, [{"threshold": t} for t in THRESHOLDS]),
+    "cam": (cam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
+    "gradcam": (gradcam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
+    "argmax": (argmax_scores, [{"threshold": 0.5}]),
+}
+
+# Without valid scenes with masks (CIFAR-10): seed 000's logit 0 is attention 0.5.
+DEFAULTS = {"attention": {"threshold": 0.5}, "cam": {"class_threshold": 0.2, "threshold": 0.5},
+            "gradcam": {"class_threshold": 0.2, "threshold": 0.5}, "argmax": {"threshold": 0.5}}  # fmt: skip
+
+
+def collect(
+    scorer: Scorer, task: Any, model: nn.Module, loader: Iterable, *, bf16: bool
+) -> tuple[PixelScores | RankedMaps, torch.Tensor]:
+    """The rule's scores and the true masks over a loader of ``(x, labels, masks)`` batches, in eval mode."""
+    parts, truth = [], []
+    model.eval()
+    grad = scorer is gradcam_scores  # Grad-CAM differentiates; the others need no graph
+    for x, _, masks in loader:
+        with torch.set_grad_enabled(grad), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            parts.append(scorer(task, model, x))
+        truth.append(masks.cpu())
+    parts = [type(p)(*(getattr(p, k).cpu() for k in p.__dataclass_fields__)) for p in parts]
+    return type(parts[0]).cat(parts), torch.cat(truth)
+
+
+def measure_masks(pred: torch.Tensor, truth: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
+    """Per-class IoU, mean IoU, seed 002's SA, pixel accuracy of predicted against true masks (N x H x W)."""
+    metrics = segmentation_metrics(len(names))
+    for start in range(0, len(pred), CHUNK):
+        metrics.update(pred[start : start + CHUNK], truth[start : start + CHUNK])
+    return summarize_segmentation(metrics.compute(), names)
+
+
+def mean_iou(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
+    """The headline figure alone (torchmetrics' per-image MeanIoU over the classes that occur), to choose with."""
+    metric = MeanIoU(classes, per_class=True, input_format="index")
+    for start in range(0, len(pred), CHUNK):
+        metric.update(pred[start : start + CHUNK], truth[start : start + CHUNK])
+    per_class = metric.compute()
+    return float(per_class[per_class >= 0].mean())
+
+
+def choose(scores: PixelScores | RankedMaps, truth: torch.Tensor, grid: list[dict[str, float]], classes: int):
+    """The parameters of ``grid`` with the best mean IoU, and that IoU."""
+    tried = [(mean_iou(scores.masks(**params)[0], truth, classes), index) for index, params in enumerate(grid)]
+    best, index = max(tried)
+    return grid[index], best
+
+
+def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
+                precision: str) -> dict[str, Any]:  # fmt: skip
+    """Choose each of the task's mask rules' thresholds on the valid scenes, measure them on the test scenes, write
+    ``segmentation.json``; the summary's fields. Nothing for data without masks (CIFAR-10)."""
+    if not info.get("masks"):
+        return {}
+    names = [info["background"], *info["classes"]]
+    rules = ("cam", "gradcam") if task.rule == "cam" else (task.rule,)
+    results = {}
+    for rule in rules:
+        started = time.perf_counter()
+        scorer, grid = RULES[rule]
+        params, valid_iou = DEFAULTS[rule], None
+        if "valid" in loaders and len(grid) > 1:
+            scores, truth = collect(scorer, task, model, loaders["valid"], bf16=precision == "bf16")
+            params, valid_iou = choose(scores, truth, grid, len(names))
+        scores, truth = collect(scorer, task, model, loaders["test"], bf16=precision == "bf16")
+        figures = measure_masks(scores.masks(**params)[0], truth, names)
+        results[rule] = {"params": params, "valid_mean_iou": valid_iou, **figures,
+                         "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        print(f"{rule} masks: mean IoU {figures['mean_iou']:.4f} on the test scenes ({params}, chosen on "
+              f"{'the valid scenes' if valid_iou is not None else 'no valid scenes: the default'})", flush=True)
+    if "gradcam" in results:
+        results["gradcam"]["layer"] = gradcam_layer(model).removeprefix("net.")
+    (run_dir / SEGMENTATION_FILE).write_text(json.dumps({"classes": names, "rules": results}, indent=2) + "\n")
+    return {"segmentation": {rule: {"mean_iou": r["mean_iou"], **r["params"]} for rule, r in results.items()}}
+
+
+def read_rule(run_dir: Path, task: Any) -> tuple[str, dict[str, float]]:
+    """The run's own mask rule and the parameters chosen for it (defaults for a run trained without masks)."""
+    rule = task.rule
+    path = run_dir / SEGMENTATION_FILE
+    if path.is_file():
+        rules = json.loads(path.read_text())["rules"]
+        if rule in rules:
+            return rule, rules[rule]["params"]
+    return rule, DEFAULTS[rule]
