@@ -38,7 +38,7 @@ from convscope.tasks import TASKS, Task
 if TYPE_CHECKING:
     from convscope.explain.figures import Display
 
-__all__ = ["LoadedRun", "evaluate", "explain", "load_recipe", "load_run", "predict", "report", "train"]
+__all__ = ["LoadedRun", "evaluate", "explain", "load_recipe", "load_run", "predict", "report", "segment", "train"]
 
 CONFIG_FILE = "config.toml"
 RUN_FILE = "run.json"
@@ -327,6 +327,16 @@ def explain(
 
     out = Path(out) if out is not None else run.run_dir / "explanations" / f"{method}.png"
     return explain_images(run, given, out, method=method, target=target, layer=layer, display=display)
+
+
+def segment(run_dir: str | Path, images: Sequence[str | Path], *, out: str | Path | None = None) -> list[dict]:
+    """Class masks of image files by a weakseg or segment run: per image ``NAME-mask.png`` (palette),
+    ``NAME-overlay.png`` (seed 000's HSV) and the classes found with their share of pixels (also in ``segments.json``), written to
+    ``out`` (default ``RUN_DIR/segments``). The thresholds are the ones chosen on the run's validation scenes."""
+    from convscope.segmentation import segment_images
+
+    run = load_run(run_dir)
+    return segment_images(run, [str(i) for i in images], Path(out) if out is not None else run.run_dir / "segments")
 
 
 def report(run_dir: str | Path, *, trust_images: int = 50) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_transfer
+from convscope import bench_transfer, bench_weakseg
 from convscope.config import load_recipe
 from convscope.errors import UserError
 
@@ -130,7 +130,7 @@ def machine() -> dict:
 
 
 # Benchmarks that compare several runs instead of measuring one recipe: name -> goal.
-STUDIES = {"transfer": bench_transfer.GOAL}
+STUDIES = {"transfer": bench_transfer.GOAL, "weakseg": bench_weakseg.GOAL}
 
 
 def run_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None) -> dict:
@@ -140,6 +140,8 @@ def run_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, st
         return bench_transfer.run_transfer_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
         )
+    if name == "weakseg":
+        return bench_weakseg.run_weakseg_study(out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine())
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")

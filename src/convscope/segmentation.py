@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torchmetrics.segmentation import MeanIoU
 
@@ -209,8 +210,11 @@ def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: P
         figures = measure_masks(scores.masks(**params)[0], truth, names)
         results[rule] = {"params": params, "valid_mean_iou": valid_iou, **figures,
                          "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-        print(f"{rule} masks: mean IoU {figures['mean_iou']:.4f} on the test scenes ({params}, chosen on "
-              f"{'the valid scenes' if valid_iou is not None else 'no valid scenes: the default'})", flush=True)
+        print(
+            f"{rule} masks: mean IoU {figures['mean_iou']:.4f} on the test scenes ({params}, chosen on "
+            f"{'the valid scenes' if valid_iou is not None else 'no valid scenes: the default'})",
+            flush=True,
+        )
     if "gradcam" in results:
         results["gradcam"]["layer"] = gradcam_layer(model).removeprefix("net.")
     (run_dir / SEGMENTATION_FILE).write_text(json.dumps({"classes": names, "rules": results}, indent=2) + "\n")
@@ -226,3 +230,55 @@ def read_rule(run_dir: Path, task: Any) -> tuple[str, dict[str, float]]:
         if rule in rules:
             return rule, rules[rule]["params"]
     return rule, DEFAULTS[rule]
+
+
+def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, Any]]:
+    """``convscope segment``: per image, its class mask (palette PNG), the HSV overlay and the classes found with
+    their share of pixels, under ``out``. An image of another size than the run's is resized to it, and the mask
+    scaled back to the image (nearest), with a note saying so."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from convscope.data.augment import Normalize
+    from convscope.data.images import decode_image
+    from convscope.report.segmentation import grey, hsv_rendering, save_palette_png
+
+    if not hasattr(run.task, "rule"):
+        raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: segment needs a class-map run (task weakseg "
+                        "or segment)")  # fmt: skip
+    rule, params = read_rule(run.run_dir, run.task)
+    scorer = RULES[rule][0]
+    size, channels = tuple(run.info["image_size"]), run.info["channels"]
+    names = [run.info.get("background", "background"), *run.classes]
+    normalize = Normalize(run.info["mean"], run.info["std"])
+    out.mkdir(parents=True, exist_ok=True)
+    results, used = [], set()
+    run.model.eval()
+    for given in paths:
+        path = Path(given)
+        if not path.is_file():
+            raise UserError(f"input image '{path}' does not exist")
+        image = decode_image(path, channels)
+        original = tuple(image.shape[-2:])
+        x = image if original == size else TF.resize(image, list(size), antialias=True)
+        if original != size:
+            print(f"note: {path} is {original[1]}x{original[0]}; resized to {size[1]}x{size[0]}, the size the model "
+                  "was trained on, and its mask scaled back to the image", flush=True)  # fmt: skip
+        x = normalize(x[None].float().div(255).to(run.device))
+        with torch.set_grad_enabled(scorer is gradcam_scores):
+            masks, saturation = scorer(run.task, run.model, x).masks(**params)
+        mask = F.interpolate(masks[:, None].float().cpu(), size=original, mode="nearest")[0, 0].long()
+        saturation = F.interpolate(saturation[:, None].float().cpu(), size=original, mode="bilinear")[0, 0]
+        stem = path.stem if path.stem not in used else f"{path.stem}-{len(used)}"
+        used.add(stem)
+        save_palette_png(mask, len(run.classes), out / f"{stem}-mask.png")
+        overlay = hsv_rendering(
+            (mask - 1).clamp(min=0), saturation * (mask > 0), grey(image[None])[0], len(run.classes)
+        )
+        Image.fromarray((overlay * 255).round().astype("uint8")).save(out / f"{stem}-overlay.png")
+        counts = torch.bincount(mask.flatten(), minlength=len(names))
+        found = [{"class": names[c], "share": round(float(counts[c]) / mask.numel(), 4)}
+                 for c in counts.argsort(descending=True).tolist() if counts[c] > 0]  # fmt: skip
+        results.append({"image": str(path), "mask": str(out / f"{stem}-mask.png"),
+                        "overlay": str(out / f"{stem}-overlay.png"), "classes": found})  # fmt: skip
+    (out / "segments.json").write_text(json.dumps({"rule": rule, "params": params, "images": results}, indent=2) + "\n")
+    return results

@@ -248,6 +248,7 @@ class AugmentConfig:
     """Training augmentation; zero or False leaves a step out."""
 
     crop_padding: int = 0
+    crop_padding_mode: str = "reflect"  # reflect | zeros (torchvision's RandomCrop, as seed 000 uses it)
     hflip: bool = False
     vflip: bool = False
     rotation: float = 0.0
@@ -257,6 +258,9 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.crop_padding < 0:
             raise UserError(f"augment.crop_padding = {self.crop_padding}: expected an integer >= 0")
+        if self.crop_padding_mode not in RandomCrop._MODES:
+            raise UserError(f"augment.crop_padding_mode = {self.crop_padding_mode!r}: expected one of "
+                            f"{', '.join(RandomCrop._MODES)}")  # fmt: skip
         if not 0.0 <= self.rotation <= 180.0:
             raise UserError(f"augment.rotation = {self.rotation}: expected degrees in [0, 180]")
         if self.center_crop < 0:
@@ -279,7 +283,7 @@ def build_augment(
         ops.append(CenterCrop(cfg.center_crop))
     if train:
         if cfg.crop_padding:
-            ops.append(RandomCrop(cfg.crop_padding))
+            ops.append(RandomCrop(cfg.crop_padding, cfg.crop_padding_mode))
         if cfg.hflip:
             ops.append(HorizontalFlip())
         if cfg.vflip:

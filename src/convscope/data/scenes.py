@@ -92,7 +92,9 @@ def generate_scenes(
     side = items.image_size[0]
     classes = len(items.classes)
     if items.channels != 1 or items.image_size != (side, side) or side > size:
-        raise UserError(f"scenes need square one-channel items no larger than {size}; got {tuple(items.images.shape[1:])}")
+        raise UserError(
+            f"scenes need square one-channel items no larger than {size}; got {tuple(items.images.shape[1:])}"
+        )
     if not 1 <= max_items <= classes:
         raise UserError(f"scenes of up to {max_items} items of distinct classes need 1 to {classes} items")
     pixels = items.images[:, 0].numpy()

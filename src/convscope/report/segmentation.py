@@ -60,7 +60,9 @@ def plot_hsv_grid(x: torch.Tensor, maps: torch.Tensor, classes: list[str], path:
     ax.set_xticks([])
     ax.set_yticks([rows[0].shape[1] * (i + 0.5) for i in range(3)], ["input", "class (hue) x attention", "attention"])
     ax.set_title(title)
-    handles = [Patch(color=colour, label=name) for colour, name in zip(class_colours(len(classes)), classes, strict=True)]
+    handles = [
+        Patch(color=colour, label=name) for colour, name in zip(class_colours(len(classes)), classes, strict=True)
+    ]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(len(classes), 5), fontsize=9)
     fig.tight_layout()
     _save(fig, path)

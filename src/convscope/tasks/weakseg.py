@@ -37,7 +37,7 @@ def class_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise UserError(
             f"the model returns {' x '.join(map(str, maps.shape))} class scores, not a spatial map of class logits "
             "(N x C x H x W) as the weakseg and segment tasks need: use a fully convolutional model such as "
-            "fcn-small, or fcn-resnet18 with model.pooling = \"none\""
+            'fcn-small, or fcn-resnet18 with model.pooling = "none"'
         )
     return maps
 
@@ -50,7 +50,7 @@ def attention(maps: torch.Tensor) -> torch.Tensor:
 def label_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Class indices (N) as one-hot rows, or multi-hot rows (N x C of 0 and 1) as they are: float N x C."""
     if labels.dim() == 1 and not labels.is_floating_point():
-        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+        if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
             raise UserError(f"labels must be class indices in [0, {num_classes}); got {labels.min()}..{labels.max()}")
         return F.one_hot(labels, num_classes).float()
     if labels.dim() != 2 or labels.shape[1] != num_classes:
