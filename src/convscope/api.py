@@ -331,8 +331,9 @@ def explain(
 
 def segment(run_dir: str | Path, images: Sequence[str | Path], *, out: str | Path | None = None) -> list[dict]:
     """Class masks of image files by a weakseg or segment run: per image ``NAME-mask.png`` (palette),
-    ``NAME-overlay.png`` (seed 000's HSV) and the classes found with their share of pixels (also in ``segments.json``), written to
-    ``out`` (default ``RUN_DIR/segments``). The thresholds are the ones chosen on the run's validation scenes."""
+    ``NAME-overlay.png`` (seed 000's HSV) and the classes found with their share of pixels (also in
+    ``segments.json``), written to ``out`` (default ``RUN_DIR/segments``). The thresholds are the ones chosen on
+    the run's validation scenes."""
     from convscope.segmentation import segment_images
 
     run = load_run(run_dir)
