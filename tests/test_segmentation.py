@@ -13,6 +13,8 @@ def test_attention_rule_is_the_argmax_class_above_the_threshold():
     scores = PixelScores(torch.tensor([[[0, 1], [1, 0]]]), torch.tensor([[[0.9, 0.6], [0.2, 0.5]]]))
     assert scores.masks(0.5)[0].tolist() == [[[1, 2], [0, 0]]]
     assert scores.masks(0.1)[0].tolist() == [[[1, 2], [2, 1]]]
+    masks, saturation = scores.masks(logit_threshold=0.55)  # the attention's scores are logits
+    assert masks.tolist() == [[[1, 2], [0, 0]]] and saturation[0, 0, 0] == pytest.approx(torch.tensor(0.9).sigmoid())
 
 
 def test_cam_rule_keeps_probable_classes_and_their_strongest_map():
@@ -47,6 +49,5 @@ def test_weak_rule_reads_the_model_maps():
     maps[0, 1, 0, 0] = 5.0
     scores = attention_scores(None, FixedMaps(maps), torch.zeros(1, 1, 4, 4))  # upsampled to the image
     assert scores.classes.shape == (1, 4, 4) and int(scores.classes[0, 0, 0]) == 1
-    assert float(scores.scores[0, 0, 0]) == pytest.approx(
-        float(torch.sigmoid(torch.logsumexp(torch.tensor([0.0, 5.0]), 0))), abs=1e-2
-    )
+    expected = float(torch.logsumexp(torch.tensor([0.0, 5.0]), 0))  # the attention's logit
+    assert float(scores.scores[0, 0, 0]) == pytest.approx(expected, abs=1e-2)

@@ -37,6 +37,9 @@ from convscope.tasks.weakseg import attention, class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+# The attention's thresholds as logits: sigmoid(-2) = 0.12 ... sigmoid(12) = 0.999994. With C classes at logit 0 the
+# attention is already sigmoid(log C) (0.91 for 10), so the useful thresholds lie near 1.
+ATTENTION_LOGITS = tuple(float(t) for t in range(-2, 13))
 CLASS_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
 TOP = 3  # classes a CAM mask chooses from in each image: a scene holds up to 3 items
 CHUNK = 500  # images per metric update: bounds the memory of the one-hot masks inside torchmetrics
@@ -44,15 +47,19 @@ CHUNK = 500  # images per metric update: bounds the memory of the one-hot masks 
 
 @dataclass
 class PixelScores:
-    """A class (N x H x W item class indices) and a score in [0, 1] per pixel: background at or below the
-    threshold."""
+    """A class (N x H x W item class indices) and a score per pixel, a logit for the attention: background at or
+    below the threshold."""
 
     classes: torch.Tensor
     scores: torch.Tensor
 
-    def masks(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(masks: 0 background, c + 1 class c; the score, for the overlay's saturation)."""
-        return torch.where(self.scores.float() > threshold, self.classes.long() + 1, 0), self.scores.float()
+    def masks(self, threshold: float | None = None, logit_threshold: float | None = None):
+        """(masks: 0 background, c + 1 class c; the score in [0, 1], for the overlay's saturation). The attention
+        rule's scores are logits, compared with ``logit_threshold``; the others' with ``threshold``."""
+        scores = self.scores.float()
+        if logit_threshold is not None:
+            return torch.where(scores > logit_threshold, self.classes.long() + 1, 0), scores.sigmoid()
+        return torch.where(scores > threshold, self.classes.long() + 1, 0), scores
 
     @staticmethod
     def cat(parts: Sequence[PixelScores]) -> PixelScores:
@@ -86,8 +93,9 @@ def _upsampled(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def attention_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
+    """The attention kept as its logit, ``logsumexp over classes``: thresholds near 1 stay apart in float16."""
     maps = _upsampled(class_maps(model, x), x.shape[-2:])
-    return PixelScores(maps.argmax(dim=1).to(torch.uint8), attention(maps).half())
+    return PixelScores(maps.argmax(dim=1).to(torch.uint8), torch.logsumexp(maps, dim=1).half())
 
 
 def argmax_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
@@ -140,14 +148,14 @@ def gradcam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
 # rule -> (scores of one batch, the parameters tried on the validation scenes)
 Scorer = Callable[[Any, nn.Module, torch.Tensor], PixelScores | RankedMaps]
 RULES: dict[str, tuple[Scorer, list[dict[str, float]]]] = {
-    "attention": (attention_scores, [{"threshold": t} for t in THRESHOLDS]),
+    "attention": (attention_scores, [{"logit_threshold": t} for t in ATTENTION_LOGITS]),
     "cam": (cam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
     "gradcam": (gradcam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
     "argmax": (argmax_scores, [{"threshold": 0.5}]),
 }
 
 # Without valid scenes with masks (CIFAR-10): seed 000's logit 0 is attention 0.5.
-DEFAULTS = {"attention": {"threshold": 0.5}, "cam": {"class_threshold": 0.2, "threshold": 0.5},
+DEFAULTS = {"attention": {"logit_threshold": 0.0}, "cam": {"class_threshold": 0.2, "threshold": 0.5},
             "gradcam": {"class_threshold": 0.2, "threshold": 0.5}, "argmax": {"threshold": 0.5}}  # fmt: skip
 
 
