@@ -114,16 +114,18 @@ def fcn_small(
     *,
     widths: Sequence[int] = (32, 64, 96, 128),
     output_stride: int = 4,
-    pooling: str = "none",
+    pooling: str = "smoothmax",
 ) -> FCNResNet:
     """One conv-BN-ReLU per width. The first log2(``output_stride``) convs halve the resolution; the rest keep it
     and double their dilation each time, so the receptive field still grows (a 28 x 28 item fits in it at the
-    defaults: 55 pixels) without the maps getting coarser. Then seed 000's pixelwise head."""
+    defaults: 55 pixels) without the maps getting coarser. Then seed 000's pixelwise head (1x1 conv, bilinear
+    upsampling to the image); ``pooling`` as ``fcn-resnet18``'s, ``"none"`` for the weakseg and segment tasks."""
     _check_pooling(pooling, "fcn-small")
-    widths = check_widths(widths, len(tuple(widths)), "fcn-small") if widths else ()
+    widths = tuple(widths)
     if output_stride not in (1, 2, 4, 8, 16) or not widths:
         raise UserError(f"model 'fcn-small' options output_stride = {output_stride}, widths = {list(widths)}: "
                         "expected a stride of 1, 2, 4, 8 or 16 and at least one width")  # fmt: skip
+    check_widths(widths, len(widths), "fcn-small")
     strided = int(math.log2(output_stride))
     if len(widths) < strided or min(image_size) < output_stride:
         raise UserError(f"model 'fcn-small': output_stride = {output_stride} needs at least {strided} widths and "
