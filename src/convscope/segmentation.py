@@ -33,7 +33,7 @@ from torchmetrics.segmentation import MeanIoU
 from convscope.errors import UserError
 from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
-from convscope.tasks.weakseg import attention, class_maps
+from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
