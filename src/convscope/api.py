@@ -40,7 +40,7 @@ from convscope.tasks import TASKS, Task
 if TYPE_CHECKING:
     from convscope.explain.figures import Display
 
-__all__ = ["LoadedRun", "evaluate", "explain", "load_recipe", "load_run", "predict", "report", "train"]
+__all__ = ["LoadedRun", "evaluate", "explain", "load_recipe", "load_run", "predict", "report", "segment", "train"]
 
 CONFIG_FILE = "config.toml"
 RUN_FILE = "run.json"
@@ -65,7 +65,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     info = data.info
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(recipe, info, modality)
+    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main_rank:
@@ -84,6 +84,8 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
     if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
         _say(load_initial_weights(model, recipe.transfer.init, classes=info["classes"]).describe())
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
+    # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
+    callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
     phases = train_in_phases(
         model,
         task,
@@ -94,6 +96,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         train_loader=loaders["train"],
         valid_loader=loaders.get("valid"),
         resume=resume,
+        callbacks=callbacks,
         checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
         say=_say,
     )
@@ -121,6 +124,8 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
+    if hasattr(task, "after_training"):  # figures a task measures once trained (weakseg: masks against the truth)
+        summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
     if len(phases) > 1:
         summary["phases"] = [
             {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
@@ -130,8 +135,9 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         plot_run(run_dir / PHASE1_DIR)
     _write_json(run_dir / "summary.json", summary)
     plot_run(run_dir)
+    accuracy = f"accuracy {summary['test_accuracy']:.4f}, " if summary["test_accuracy"] is not None else ""
     _say(
-        f"test accuracy {summary['test_accuracy']:.4f}, loss {summary['test_loss']:.4f} "
+        f"test {accuracy}loss {summary['test_loss']:.4f} "
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
     )
     return run_dir
@@ -154,10 +160,12 @@ def build_task(recipe: Recipe, info: dict) -> Task:
                              num_classes=len(info["classes"]))  # fmt: skip
 
 
-def build_model(recipe: Recipe, info: dict, modality: Modality) -> nn.Module:
+def build_model(recipe: Recipe, info: dict, modality: Modality, num_outputs: int | None = None) -> nn.Module:
+    """The recipe's model for the data; ``num_outputs`` when the task's outputs are not the classes (task
+    ``segment``: the background too)."""
     return create_model(
         recipe.model.name,
-        num_classes=len(info["classes"]),
+        num_classes=num_outputs or len(info["classes"]),
         inputs=modality.model_inputs(recipe, info),
         **recipe.model.options,
     )
@@ -198,7 +206,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     info = json.loads(info_path.read_text())
     task = build_task(recipe, info)
     modality = get_modality(task.modality)
-    model = build_model(recipe, info, modality)
+    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
     load_model_state(model, load_file(weights), weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
@@ -245,6 +253,9 @@ def evaluate(
         loader = run.modality.evaluation_loader(recipe, run.info, data, run.device)
     model = prepare_model(model, config, run.device)
     metrics = run.task.make_metrics(detailed=True).to(run.device)
+    if "confusion_matrix" not in metrics:
+        raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: its test figures are in summary.json and "
+                        "segmentation.json; `convscope segment RUN_DIR IMAGE...` draws its masks")  # fmt: skip
     with torch.inference_mode(), autocast(run.device, config.precision):
         for batch in loader:
             run.task.validation_step(model, batch, metrics)
@@ -354,6 +365,17 @@ def explain(
 
     out = Path(out) if out is not None else run.run_dir / "explanations" / f"{method}.png"
     return explain_images(run, given, out, method=method, target=target, layer=layer, display=display)
+
+
+def segment(run_dir: str | Path, images: Sequence[str | Path], *, out: str | Path | None = None) -> list[dict]:
+    """Class masks of image files by a weakseg or segment run: per image ``NAME-mask.png`` (palette),
+    ``NAME-overlay.png`` (seed 000's HSV) and the classes found with their share of pixels (also in
+    ``segments.json``), written to ``out`` (default ``RUN_DIR/segments``). The thresholds are the ones chosen on
+    the run's validation scenes."""
+    from convscope.segmentation import segment_images
+
+    run = load_run(run_dir)
+    return segment_images(run, [str(i) for i in images], Path(out) if out is not None else run.run_dir / "segments")
 
 
 def report(run_dir: str | Path, *, trust_images: int = 50) -> Path:

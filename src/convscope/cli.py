@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   convscope explain runs/c10 cat.jpg --method gradcam --target cat --out cat-gradcam.png
   convscope report runs/c10
   convscope export runs/c10 --format onnx
+  convscope segment runs/scenes scene.png --out masks/
   convscope data import pets pets.tar.gz
 """
 
@@ -105,6 +106,13 @@ def build_parser() -> Parser:
     explain.add_argument("--saturation", type=float, default=0.1, help="contrast of the map (seed 004: 0.1)")
     explain.add_argument("--brightness", type=float, default=0.5, help="how much of the map shows (seed 004: 0.5)")
     explain.add_argument("--alpha", type=float, default=0.75, help="opacity of the map over the image")
+
+    segment = commands.add_parser(
+        "segment", help="class masks of images by a weakly or fully supervised segmentation run"
+    )
+    segment.add_argument("run_dir")
+    segment.add_argument("images", nargs="+", metavar="IMAGE")
+    segment.add_argument("--out", help="folder for the masks, overlays and segments.json (default RUN_DIR/segments)")
 
     report = commands.add_parser("report", help="evaluate a run and write RUN_DIR/report.html")
     report.add_argument("run_dir")
@@ -276,6 +284,15 @@ def cmd_explain(args: argparse.Namespace) -> None:
                 display=display)  # fmt: skip
 
 
+def cmd_segment(args: argparse.Namespace) -> None:
+    from convscope import api
+
+    for row in api.segment(args.run_dir, args.images, out=args.out):
+        found = ", ".join(f"{c['class']} {100 * c['share']:.1f}%" for c in row["classes"])
+        print(f"{row['image']}: {found}")
+        print(f"  written: {row['mask']}, {row['overlay']}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from convscope import api
 
@@ -366,6 +383,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "explain": cmd_explain,
+    "segment": cmd_segment,
     "report": cmd_report,
     "bench": cmd_bench,
     "export": cmd_export,

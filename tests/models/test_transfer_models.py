@@ -102,3 +102,13 @@ def test_layer_summary_shows_output_shapes() -> None:
     assert parse_input_size("1,28,28") == (1, 28, 28)
     with pytest.raises(UserError, match="C,H,W"):
         parse_input_size("28x28")
+
+
+def test_fcn_small_keeps_output_stride_maps_and_grows_its_receptive_field_by_dilation() -> None:
+    model = _model("fcn-small", size=(64, 64), in_channels=1, widths=[8, 8, 8, 8], output_stride=4, pooling="none")
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [2, 2, 1, 1] and [c.dilation[0] for c in convs] == [1, 1, 2, 4]
+    assert model.features(torch.zeros(1, 1, 64, 64)).shape == (1, 8, 16, 16)
+    assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 10, 64, 64)  # pooling "none": the maps, upsampled
+    with pytest.raises(UserError, match="output_stride = 8 needs at least 3 widths"):
+        _model("fcn-small", size=(64, 64), widths=[8, 8], output_stride=8)

@@ -30,6 +30,8 @@ class Op(Protocol):
 class RandomOp(ABC):
     """An op with per-sample parameters drawn on the CPU and applied on ``x``'s device."""
 
+    moves_pixels: ClassVar[bool] = False  # geometric ops: pixel masks must move with the image
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(x, self.sample(x.shape[0], generator).to(x.device))
 
@@ -41,11 +43,19 @@ class RandomOp(ABC):
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """The op with the given per-sample parameters."""
 
+    def apply_to_masks(self, masks: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``masks`` (N x H x W class indices) moved as :meth:`apply` moves the image's pixels; unchanged by ops
+        that only change values. Crops and flips only copy pixels, so the class indices come through exact."""
+        if not self.moves_pixels:
+            return masks
+        return self.apply(masks[:, None].float(), params)[:, 0].round().to(masks.dtype)
+
 
 class RandomCrop(RandomOp):
     """Pad by ``padding`` on every side, then crop back to the original size at a random offset."""
 
     _MODES: ClassVar[dict[str, str]] = {"reflect": "reflect", "zeros": "constant"}
+    moves_pixels = True
 
     def __init__(self, padding: int, mode: Literal["reflect", "zeros"] = "reflect") -> None:
         if padding < 0:
@@ -73,6 +83,7 @@ class RandomCrop(RandomOp):
 
 class _RandomFlip(RandomOp):
     _flip: Callable[[torch.Tensor], torch.Tensor]
+    moves_pixels = True
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
@@ -98,8 +109,10 @@ class VerticalFlip(_RandomFlip):
 class Rotation(RandomOp):
     """Rotate each sample about its centre by an angle uniform in [-degrees, degrees].
 
-    Positive angles turn counter-clockwise, as in torchvision; bilinear, zeros outside.
+    Positive angles turn counter-clockwise, as in torchvision; bilinear, zeros outside (masks: nearest).
     """
+
+    moves_pixels = True
 
     def __init__(self, degrees: float) -> None:
         if not 0.0 <= degrees <= 180.0:
@@ -110,7 +123,7 @@ class Rotation(RandomOp):
         """The angle of each sample, in degrees."""
         return (torch.rand(n, generator=generator) * 2 - 1) * self.degrees
 
-    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, params: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
         n, _, h, w = x.shape
         radians = torch.deg2rad(params.to(x.dtype))
         cos, sin = torch.cos(radians), torch.sin(radians)
@@ -124,7 +137,11 @@ class Rotation(RandomOp):
             dim=1,
         )
         grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+    def apply_to_masks(self, masks: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        # Nearest: interpolating class indices would invent classes between two neighbours.
+        return self.apply(masks[:, None].float(), params, mode="nearest")[:, 0].round().to(masks.dtype)
 
 
 class PCAColor(RandomOp):
@@ -208,6 +225,20 @@ class Pipeline:
             x = op(x, generator)
         return x
 
+    def with_masks(
+        self, x: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ops on ``x`` (as :meth:`__call__`, same random draws) and the geometric ones on its ``masks``."""
+        for op in self.ops:
+            if isinstance(op, RandomOp):
+                params = op.sample(x.shape[0], generator).to(x.device)
+                x, masks = op.apply(x, params), op.apply_to_masks(masks, params)
+            elif isinstance(op, CenterCrop):
+                x, masks = op(x), op(masks)
+            else:
+                x = op(x, generator)
+        return x, masks
+
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(type(op).__name__ for op in self.ops)})"
 
@@ -217,6 +248,7 @@ class AugmentConfig:
     """Training augmentation; zero or False leaves a step out."""
 
     crop_padding: int = 0
+    crop_padding_mode: str = "reflect"  # reflect | zeros (torchvision's RandomCrop, as seed 000 uses it)
     hflip: bool = False
     vflip: bool = False
     rotation: float = 0.0
@@ -226,6 +258,9 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.crop_padding < 0:
             raise UserError(f"augment.crop_padding = {self.crop_padding}: expected an integer >= 0")
+        if self.crop_padding_mode not in RandomCrop._MODES:
+            raise UserError(f"augment.crop_padding_mode = {self.crop_padding_mode!r}: expected one of "
+                            f"{', '.join(RandomCrop._MODES)}")  # fmt: skip
         if not 0.0 <= self.rotation <= 180.0:
             raise UserError(f"augment.rotation = {self.rotation}: expected degrees in [0, 180]")
         if self.center_crop < 0:
@@ -248,7 +283,7 @@ def build_augment(
         ops.append(CenterCrop(cfg.center_crop))
     if train:
         if cfg.crop_padding:
-            ops.append(RandomCrop(cfg.crop_padding))
+            ops.append(RandomCrop(cfg.crop_padding, cfg.crop_padding_mode))
         if cfg.hflip:
             ops.append(HorizontalFlip())
         if cfg.vflip:

@@ -32,6 +32,7 @@ MODELS.register("resnet18")(torchvision_nets.resnet18)
 MODELS.register("resnet34")(torchvision_nets.resnet34)
 MODELS.register("resnet50")(torchvision_nets.resnet50)
 MODELS.register("fcn-resnet18")(fcn.fcn_resnet18)
+MODELS.register("fcn-small")(fcn.fcn_small)
 MODELS.register("monster")(monster.monster)
 
 # What the data decides rather than the recipe.

@@ -1,0 +1,122 @@
+"""The weak segmentation study (``convscope bench weakseg``): how close does seed 000's weakly supervised model,
+trained on image labels only, come to the true FashionScenes masks, beside CAM, Grad-CAM and a model trained
+with the masks?
+
+Three runs of shipped recipes on the same body (``fcn-small``) and the same scenes: ``fashion-scenes-weakseg``
+(smooth-max + BCE; attention masks), ``fashion-scenes-cam`` (global average pooling + softmax; its CAM and
+Grad-CAM masks) and ``fashion-scenes-supervised`` (per-pixel cross-entropy with the masks; argmax). Every
+threshold is chosen on the validation scenes; the figures are on the 2,000 test scenes, whose items come from
+Fashion-MNIST's test split only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from convscope.config import load_recipe
+
+RECIPES = {"weak": "fashion-scenes-weakseg", "cam": "fashion-scenes-cam", "supervised": "fashion-scenes-supervised"}
+# model -> (run, mask rule)
+MODELS = {"weak": ("weak", "attention"), "cam": ("cam", "cam"), "gradcam": ("cam", "gradcam"),
+          "supervised": ("supervised", "argmax")}  # fmt: skip
+RATIO_GOAL = 0.85
+MARGIN_GOAL = 0.05
+MAX_TRAIN_SECONDS = 600.0
+GOAL = (f"weak_miou >= {RATIO_GOAL} x supervised_miou and >= cam_miou + {MARGIN_GOAL} on the FashionScenes test "
+        f"scenes; each model trained in <= {MAX_TRAIN_SECONDS:.0f} s on 2 CPU cores")  # fmt: skip
+
+
+def _train(recipe_name: str, overrides: dict[str, str], out: Path) -> dict:
+    from convscope import api
+
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    api.train(load_recipe(recipe_name, overrides), out=out)
+    summary = json.loads((out / "summary.json").read_text())
+    return {"summary": summary, "wall_seconds": round(time.perf_counter() - started, 1),
+            "load_average_start": round(load, 2), "load_average_end": round(os.getloadavg()[0], 2),
+            "segmentation": json.loads((out / "segmentation.json").read_text())["rules"]}  # fmt: skip
+
+
+def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, results_dir: Path, machine: dict) -> dict:
+    """Train the three runs under ``runs/bench-weakseg-<time>/``, print the table, write the JSON."""
+    overrides = overrides or {}
+    root = Path("runs") / f"bench-weakseg-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs = {name: _train(recipe, overrides, root / name) for name, recipe in RECIPES.items()}
+    models = {}
+    for model, (run, rule) in MODELS.items():
+        figures = runs[run]["segmentation"][rule]
+        summary = runs[run]["summary"]
+        models[model] = {
+            "run": run,
+            "mask_rule": rule,
+            "params": figures["params"],
+            "mean_iou": figures["mean_iou"],
+            "per_class_iou": figures["per_class_iou"],
+            "segmentation_accuracy": figures["segmentation_accuracy"],
+            "mean_segmentation_accuracy": figures["mean_segmentation_accuracy"],
+            "pixel_accuracy": figures["pixel_accuracy"],
+            "valid_mean_iou": figures["valid_mean_iou"],
+            "image_accuracy": summary["test_accuracy"],
+            "train_seconds": summary["train_seconds"],
+            "mask_seconds": figures["seconds"],
+            **({"layer": figures["layer"]} if "layer" in figures else {}),
+        }
+    miou = {model: row["mean_iou"] for model, row in models.items()}
+    train_seconds = {run: r["summary"]["train_seconds"] for run, r in runs.items()}
+    goals = {
+        "ratio_to_supervised": miou["weak"] / miou["supervised"],
+        "ratio_reached": miou["weak"] >= RATIO_GOAL * miou["supervised"],
+        "margin_over_cam": miou["weak"] - miou["cam"],
+        "margin_reached": miou["weak"] >= miou["cam"] + MARGIN_GOAL,
+        "time_reached": max(train_seconds.values()) <= MAX_TRAIN_SECONDS,
+    }
+    recipe = load_recipe(RECIPES["weak"], overrides)
+    result = {
+        "benchmark": "weakseg",
+        "goal": GOAL,
+        "weak_miou": miou["weak"],
+        "cam_miou": miou["cam"],
+        "gradcam_miou": miou["gradcam"],
+        "supervised_miou": miou["supervised"],
+        **goals,
+        "reached": goals["ratio_reached"] and goals["margin_reached"] and goals["time_reached"],
+        "models": models,
+        "train_seconds": train_seconds,
+        "wall_seconds": {run: r["wall_seconds"] for run, r in runs.items()},
+        "load_average": {run: [r["load_average_start"], r["load_average_end"]] for run, r in runs.items()},
+        "settings": {
+            "data": recipe.data.name,
+            "model": recipe.model.name,
+            "model_options": recipe.model.options,
+            "epochs": recipe.train.epochs,
+            "batch_size": recipe.train.batch_size,
+            "r": recipe.task.options.get("r", 0.5),
+            "precision": recipe.train.precision,
+            "channels_last": recipe.train.channels_last,
+            "mean_iou": "torchmetrics MeanIoU: per image, over the 11 classes occurring in the prediction or truth",
+        },
+        "recipes": list(RECIPES.values()),
+        "overrides": overrides,
+        "run_dir": str(root),
+        "command": "convscope bench weakseg",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine,
+    }
+    path = out or results_dir / "weakseg.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'model':<12}{'mean IoU':>9}{'mean SA':>9}{'pixel acc':>10}{'image acc':>10}{'train s':>9}  thresholds")
+    for model, row in models.items():
+        print(f"{model:<12}{row['mean_iou']:>9.4f}{row['mean_segmentation_accuracy']:>9.4f}"
+              f"{row['pixel_accuracy']:>10.4f}{row['image_accuracy'] or float('nan'):>10.4f}"
+              f"{row['train_seconds']:>9.1f}  {row['params']}")  # fmt: skip
+    slowest = max(train_seconds.values())
+    verdict = "reached" if result["reached"] else "NOT reached"
+    print(f"weak / supervised = {goals['ratio_to_supervised']:.3f} (goal >= {RATIO_GOAL}), weak - cam = "
+          f"{goals['margin_over_cam']:+.3f} (goal >= {MARGIN_GOAL}), slowest training {slowest:.0f} s "
+          f"(goal <= {MAX_TRAIN_SECONDS:.0f}): {verdict}; written {path}")  # fmt: skip
+    return result

@@ -1,0 +1,104 @@
+"""Seed 000's pictures of what a class-map model decided where: the HSV rendering (hue = the argmax class,
+saturation = the attention, value = the grey input), the per-epoch grid with a legend naming the classes, and
+the palette PNG of a class mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.colors import hsv_to_rgb
+from matplotlib.patches import Patch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from convscope.engine.callbacks import Callback
+from convscope.report.plots import _save, plt
+
+GRID_IMAGES = 32  # two rows of 16
+GRID_ROW = 16
+
+
+def class_hues(num_classes: int) -> np.ndarray:
+    """Seed 000's hue of class c: (c + 0.5) / C."""
+    return (np.arange(num_classes) + 0.5) / num_classes
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """C x 3 RGB in [0, 1]: each class's hue at full saturation and value (the legend, the palette)."""
+    hues = class_hues(num_classes)
+    return hsv_to_rgb(np.stack([hues, np.ones_like(hues), np.ones_like(hues)], axis=1))
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """N x H x W in [0, 1]: the mean over channels, stretched to each image's own range (seed 000's value)."""
+    g = x.float().mean(dim=1)
+    low = g.amin(dim=(1, 2), keepdim=True)
+    return (g - low) / (g.amax(dim=(1, 2), keepdim=True) - low).clamp(min=1e-6)
+
+
+def hsv_rendering(classes: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor, num_classes: int) -> np.ndarray:
+    """N x H x W x 3 RGB: hue from the class index (N x H x W), saturation and value in [0, 1]."""
+    hue = (classes.float() + 0.5) / num_classes
+    return hsv_to_rgb(torch.stack([hue, saturation.float().clamp(0, 1), value.float()], dim=-1).cpu().numpy())
+
+
+def plot_hsv_grid(x: torch.Tensor, maps: torch.Tensor, classes: list[str], path: Path, title: str) -> None:
+    """Seed 000's figure: the inputs, their HSV rendering and the attention maps, rows of ``GRID_ROW``."""
+    from convscope.tasks.weakseg import attention
+
+    maps = torch.nn.functional.interpolate(maps.float(), size=tuple(x.shape[-2:]), mode="bilinear")
+    attn, value = attention(maps), grey(x)
+    rendered = torch.from_numpy(hsv_rendering(maps.argmax(dim=1), attn, value, len(classes))).permute(0, 3, 1, 2)
+    rows = [make_grid(part, nrow=GRID_ROW, padding=1, pad_value=1.0) for part in
+            (value[:, None].expand(-1, 3, -1, -1), rendered, attn[:, None].expand(-1, 3, -1, -1))]  # fmt: skip
+    picture = torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy()
+    fig, ax = plt.subplots(figsize=(12, 12 * picture.shape[0] / picture.shape[1] + 1.2))
+    ax.imshow(picture)
+    ax.set_xticks([])
+    ax.set_yticks([rows[0].shape[1] * (i + 0.5) for i in range(3)], ["input", "class (hue) x attention", "attention"])
+    ax.set_title(title)
+    handles = [
+        Patch(color=colour, label=name) for colour, name in zip(class_colours(len(classes)), classes, strict=True)
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(len(classes), 5), fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_palette_png(mask: torch.Tensor, num_classes: int, path: Path) -> None:
+    """A class mask (H x W: 0 background, c + 1 class c) as a palette PNG: black background, the class colours."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[1 : num_classes + 1] = np.round(class_colours(num_classes) * 255).astype(np.uint8)
+    image = Image.fromarray(mask.to(torch.uint8).cpu().numpy(), mode="P")
+    image.putpalette(palette.flatten().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+class HsvGridCallback(Callback):
+    """After each epoch, ``hsv-epoch-NN.png`` in ``folder`` for the first ``GRID_IMAGES`` images of ``loader``."""
+
+    def __init__(self, loader: Any, info: dict[str, Any], folder: Path) -> None:
+        self.loader, self.classes, self.folder = loader, info["classes"], folder
+        self.dataset = info["dataset"]
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, float]) -> None:
+        if not trainer.is_main:
+            return
+        x = next(iter(self.loader))[0][:GRID_IMAGES]
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode(), trainer._autocast():
+                maps = model(x)
+        finally:
+            model.train(was_training)
+        accuracy = row.get("accuracy")
+        shown = f", valid accuracy {accuracy:.3f}" if accuracy is not None else ""
+        epoch = int(row["epoch"])
+        title = f"{self.dataset} epoch {epoch:02d}{shown}"
+        plot_hsv_grid(x, maps, self.classes, self.folder / f"hsv-epoch-{epoch:02d}.png", title)

@@ -1,0 +1,292 @@
+"""From a model's class maps to pixel masks, and how good the masks are against the true ones.
+
+Three rules turn maps into masks, each with its thresholds chosen on the validation scenes (the mean IoU of
+:mod:`convscope.metrics.segmentation`) and then measured once on the test scenes:
+
+- ``attention`` (seed 000, task ``weakseg``): the argmax class where ``sigmoid(logsumexp over classes)`` exceeds
+  a threshold, background elsewhere;
+- ``cam`` and ``gradcam`` (the GAP softmax classifier): for each of an image's ``TOP`` most probable classes
+  whose probability reaches a class threshold, its class activation map (Zhou et al. 2016: the classifier's own
+  class map) or captum's Grad-CAM at the last convolution of the body (through
+  :class:`convscope.explain.methods.GradCam`), each scaled to a maximum of 1; a pixel takes the class with the
+  highest map where it exceeds a threshold, the background elsewhere;
+- ``argmax`` (task ``segment``, trained with the masks): the most probable of the 11 classes.
+
+The run's choices and figures go to ``RUN_DIR/segmentation.json``; ``convscope segment`` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchmetrics.segmentation import MeanIoU
+
+from convscope.errors import UserError
+from convscope.explain.methods import GradCam
+from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
+from convscope.tasks.weakseg import class_maps
+
+SEGMENTATION_FILE = "segmentation.json"
+THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+# The attention's thresholds as logits: sigmoid(-2) = 0.12 ... sigmoid(12) = 0.999994. With C classes at logit 0 the
+# attention is already sigmoid(log C) (0.91 for 10), so the useful thresholds lie near 1.
+ATTENTION_LOGITS = tuple(float(t) for t in range(-2, 13))
+CLASS_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+TOP = 3  # classes a CAM mask chooses from in each image: a scene holds up to 3 items
+CHUNK = 500  # images per metric update: bounds the memory of the one-hot masks inside torchmetrics
+
+
+@dataclass
+class PixelScores:
+    """A class (N x H x W item class indices) and a score per pixel, a logit for the attention: background at or
+    below the threshold."""
+
+    classes: torch.Tensor
+    scores: torch.Tensor
+
+    def masks(self, threshold: float | None = None, logit_threshold: float | None = None):
+        """(masks: 0 background, c + 1 class c; the score in [0, 1], for the overlay's saturation). The attention
+        rule's scores are logits, compared with ``logit_threshold``; the others' with ``threshold``."""
+        scores = self.scores.float()
+        if logit_threshold is not None:
+            return torch.where(scores > logit_threshold, self.classes.long() + 1, 0), scores.sigmoid()
+        return torch.where(scores > threshold, self.classes.long() + 1, 0), scores
+
+    @staticmethod
+    def cat(parts: Sequence[PixelScores]) -> PixelScores:
+        return PixelScores(torch.cat([p.classes for p in parts]), torch.cat([p.scores for p in parts]))
+
+
+@dataclass
+class RankedMaps:
+    """Per image its ``TOP`` most probable classes (N x TOP), their probabilities and their maps scaled to a
+    maximum of 1 (N x TOP x H x W)."""
+
+    classes: torch.Tensor
+    probs: torch.Tensor
+    maps: torch.Tensor
+
+    def masks(self, class_threshold: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        kept = self.maps.float() * (self.probs >= class_threshold)[:, :, None, None]
+        best, which = kept.max(dim=1)
+        classes = self.classes.gather(1, which.flatten(1)).view_as(which)
+        return torch.where(best > threshold, classes + 1, 0), best
+
+    @staticmethod
+    def cat(parts: Sequence[RankedMaps]) -> RankedMaps:
+        return RankedMaps(*(torch.cat([getattr(p, k) for p in parts]) for k in ("classes", "probs", "maps")))
+
+
+def _upsampled(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Class maps bilinearly at the image's ``size``, as logits (seed 000 upsamples before the sigmoid)."""
+    maps = maps.float()
+    return maps if tuple(maps.shape[-2:]) == tuple(size) else F.interpolate(maps, size=tuple(size), mode="bilinear")
+
+
+def attention_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
+    """The attention kept as its logit, ``logsumexp over classes``: thresholds near 1 stay apart in float16."""
+    maps = _upsampled(class_maps(model, x), x.shape[-2:])
+    return PixelScores(maps.argmax(dim=1).to(torch.uint8), torch.logsumexp(maps, dim=1).half())
+
+
+def argmax_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
+    """Task ``segment``: channel 0 is the background; score 1 on the pixels an item class wins, 0 elsewhere."""
+    winner = _upsampled(class_maps(model, x), x.shape[-2:]).argmax(dim=1)
+    return PixelScores((winner - 1).clamp(min=0).to(torch.uint8), (winner > 0).half())
+
+
+def _scaled(maps: torch.Tensor) -> torch.Tensor:
+    """Negative evidence cut, then each map divided by its maximum (Zhou et al.'s normalisation)."""
+    maps = maps.float().clamp(min=0)
+    return maps / maps.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+
+
+def cam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
+    maps = class_maps(model, x).float()
+    probs, top = task.image_logits(maps).softmax(dim=1).topk(TOP, dim=1)
+    chosen = maps.gather(1, top[:, :, None, None].expand(-1, -1, *maps.shape[-2:]))
+    return RankedMaps(top, probs, _scaled(_upsampled(chosen, x.shape[-2:])).half())
+
+
+class ImageLogits(nn.Module):
+    """A map model and its task's aggregation: class logits N x C, what Grad-CAM differentiates."""
+
+    def __init__(self, model: nn.Module, task: Any) -> None:
+        super().__init__()
+        self.net, self.task = model, task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.task.image_logits(class_maps(self.net, x))
+
+
+def gradcam_layer(model: nn.Module) -> str:
+    """The last convolution of the body, under the :class:`ImageLogits` wrapper's names."""
+    convolutions = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.startswith("features.")]
+    if not convolutions:
+        raise UserError("gradcam needs a model with convolutions in its body (features)")
+    return f"net.{convolutions[-1]}"
+
+
+def gradcam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
+    wrapped = ImageLogits(model, task)
+    with torch.no_grad():
+        probs, top = wrapped(x).softmax(dim=1).topk(TOP, dim=1)
+    method = GradCam(wrapped, layer=gradcam_layer(model))
+    maps = torch.stack([method.attribute(x, top[:, k]) for k in range(TOP)], dim=1)
+    return RankedMaps(top, probs, _scaled(maps).half())
+
+
+# rule -> (scores of one batch, the parameters tried on the validation scenes)
+Scorer = Callable[[Any, nn.Module, torch.Tensor], PixelScores | RankedMaps]
+RULES: dict[str, tuple[Scorer, list[dict[str, float]]]] = {
+    "attention": (attention_scores, [{"logit_threshold": t} for t in ATTENTION_LOGITS]),
+    "cam": (cam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
+    "gradcam": (gradcam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
+    "argmax": (argmax_scores, [{"threshold": 0.5}]),
+}
+
+# Without valid scenes with masks (CIFAR-10): seed 000's logit 0 is attention 0.5.
+DEFAULTS = {"attention": {"logit_threshold": 0.0}, "cam": {"class_threshold": 0.2, "threshold": 0.5},
+            "gradcam": {"class_threshold": 0.2, "threshold": 0.5}, "argmax": {"threshold": 0.5}}  # fmt: skip
+
+
+def collect(
+    scorer: Scorer, task: Any, model: nn.Module, loader: Iterable, *, bf16: bool
+) -> tuple[PixelScores | RankedMaps, torch.Tensor]:
+    """The rule's scores and the true masks over a loader of ``(x, labels, masks)`` batches, in eval mode."""
+    parts, truth = [], []
+    model.eval()
+    grad = scorer is gradcam_scores  # Grad-CAM differentiates; the others need no graph
+    for x, _, masks in loader:
+        with torch.set_grad_enabled(grad), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            parts.append(scorer(task, model, x))
+        truth.append(masks.cpu())
+    parts = [type(p)(*(getattr(p, k).cpu() for k in p.__dataclass_fields__)) for p in parts]
+    return type(parts[0]).cat(parts), torch.cat(truth)
+
+
+def measure_masks(pred: torch.Tensor, truth: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
+    """Per-class IoU, mean IoU, seed 002's SA, pixel accuracy of predicted against true masks (N x H x W)."""
+    metrics = segmentation_metrics(len(names))
+    for start in range(0, len(pred), CHUNK):
+        metrics.update(pred[start : start + CHUNK], truth[start : start + CHUNK])
+    return summarize_segmentation(metrics.compute(), names)
+
+
+def mean_iou(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
+    """The headline figure alone (torchmetrics' per-image MeanIoU over the classes that occur), to choose with."""
+    metric = MeanIoU(classes, per_class=True, input_format="index")
+    for start in range(0, len(pred), CHUNK):
+        metric.update(pred[start : start + CHUNK], truth[start : start + CHUNK])
+    per_class = metric.compute()
+    return float(per_class[per_class >= 0].mean())
+
+
+def choose(scores: PixelScores | RankedMaps, truth: torch.Tensor, grid: list[dict[str, float]], classes: int):
+    """The parameters of ``grid`` with the best mean IoU, and that IoU."""
+    tried = [(mean_iou(scores.masks(**params)[0], truth, classes), index) for index, params in enumerate(grid)]
+    best, index = max(tried)
+    return grid[index], best
+
+
+def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
+                precision: str) -> dict[str, Any]:  # fmt: skip
+    """Choose each of the task's mask rules' thresholds on the valid scenes, measure them on the test scenes, write
+    ``segmentation.json``; the summary's fields. Nothing for data without masks (CIFAR-10)."""
+    if not info.get("masks"):
+        return {}
+    names = [info["background"], *info["classes"]]
+    rules = ("cam", "gradcam") if task.rule == "cam" else (task.rule,)
+    results = {}
+    for rule in rules:
+        started = time.perf_counter()
+        scorer, grid = RULES[rule]
+        params, valid_iou = DEFAULTS[rule], None
+        if "valid" in loaders and len(grid) > 1:
+            scores, truth = collect(scorer, task, model, loaders["valid"], bf16=precision == "bf16")
+            params, valid_iou = choose(scores, truth, grid, len(names))
+        scores, truth = collect(scorer, task, model, loaders["test"], bf16=precision == "bf16")
+        figures = measure_masks(scores.masks(**params)[0], truth, names)
+        results[rule] = {"params": params, "valid_mean_iou": valid_iou, **figures,
+                         "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        print(
+            f"{rule} masks: mean IoU {figures['mean_iou']:.4f} on the test scenes ({params}, chosen on "
+            f"{'the valid scenes' if valid_iou is not None else 'no valid scenes: the default'})",
+            flush=True,
+        )
+    if "gradcam" in results:
+        results["gradcam"]["layer"] = gradcam_layer(model).removeprefix("net.")
+    (run_dir / SEGMENTATION_FILE).write_text(json.dumps({"classes": names, "rules": results}, indent=2) + "\n")
+    return {"segmentation": {rule: {"mean_iou": r["mean_iou"], **r["params"]} for rule, r in results.items()}}
+
+
+def read_rule(run_dir: Path, task: Any) -> tuple[str, dict[str, float]]:
+    """The run's own mask rule and the parameters chosen for it (defaults for a run trained without masks)."""
+    rule = task.rule
+    path = run_dir / SEGMENTATION_FILE
+    if path.is_file():
+        rules = json.loads(path.read_text())["rules"]
+        if rule in rules:
+            return rule, rules[rule]["params"]
+    return rule, DEFAULTS[rule]
+
+
+def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, Any]]:
+    """``convscope segment``: per image, its class mask (palette PNG), the HSV overlay and the classes found with
+    their share of pixels, under ``out``. An image of another size than the run's is resized to it, and the mask
+    scaled back to the image (nearest), with a note saying so."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from convscope.data.augment import Normalize
+    from convscope.data.images import decode_image
+    from convscope.report.segmentation import grey, hsv_rendering, save_palette_png
+
+    if not hasattr(run.task, "rule"):
+        raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: segment needs a class-map run (task weakseg "
+                        "or segment)")  # fmt: skip
+    rule, params = read_rule(run.run_dir, run.task)
+    scorer = RULES[rule][0]
+    size, channels = tuple(run.info["image_size"]), run.info["channels"]
+    names = [run.info.get("background", "background"), *run.classes]
+    normalize = Normalize(run.info["mean"], run.info["std"])
+    out.mkdir(parents=True, exist_ok=True)
+    results, used = [], set()
+    run.model.eval()
+    for given in paths:
+        path = Path(given)
+        if not path.is_file():
+            raise UserError(f"input image '{path}' does not exist")
+        image = decode_image(path, channels)
+        original = tuple(image.shape[-2:])
+        x = image if original == size else TF.resize(image, list(size), antialias=True)
+        if original != size:
+            print(f"note: {path} is {original[1]}x{original[0]}; resized to {size[1]}x{size[0]}, the size the model "
+                  "was trained on, and its mask scaled back to the image", flush=True)  # fmt: skip
+        x = normalize(x[None].float().div(255).to(run.device))
+        with torch.set_grad_enabled(scorer is gradcam_scores):
+            masks, saturation = scorer(run.task, run.model, x).masks(**params)
+        mask = F.interpolate(masks[:, None].float().cpu(), size=original, mode="nearest")[0, 0].long()
+        saturation = F.interpolate(saturation[:, None].float().cpu(), size=original, mode="bilinear")[0, 0]
+        stem = path.stem if path.stem not in used else f"{path.stem}-{len(used)}"
+        used.add(stem)
+        save_palette_png(mask, len(run.classes), out / f"{stem}-mask.png")
+        overlay = hsv_rendering(
+            (mask - 1).clamp(min=0), saturation * (mask > 0), grey(image[None])[0], len(run.classes)
+        )
+        Image.fromarray((overlay * 255).round().astype("uint8")).save(out / f"{stem}-overlay.png")
+        counts = torch.bincount(mask.flatten(), minlength=len(names))
+        found = [{"class": names[c], "share": round(float(counts[c]) / mask.numel(), 4)}
+                 for c in counts.argsort(descending=True).tolist() if counts[c] > 0]  # fmt: skip
+        results.append({"image": str(path), "mask": str(out / f"{stem}-mask.png"),
+                        "overlay": str(out / f"{stem}-overlay.png"), "classes": found})  # fmt: skip
+    (out / "segments.json").write_text(json.dumps({"rule": rule, "params": params, "images": results}, indent=2) + "\n")
+    return results

@@ -1,0 +1,74 @@
+"""`convscope segment` end to end on a tiny weakly supervised run, and the weak segmentation's bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.cli import main
+from tests.data.helpers import make_idx
+
+TINY = ["--epochs", "1", "--batch-size", "16", "--quiet", "--set", "model.widths=[4,8]", "--set",
+        "data.eval_batch_size=16", "--set", "data.valid_fraction=0.25"]  # fmt: skip
+
+
+def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def fake_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = make_idx(tmp_path / "fashion", n=60, n_test=30)
+    monkeypatch.setenv("CONVSCOPE_FASHION_MNIST", str(folder))
+    return folder
+
+
+def test_segment_writes_palette_masks_overlays_and_the_classes_found(capsys, tmp_path, fake_fashion):
+    run = tmp_path / "run"
+    code, out, err = cli(capsys, "train", "--recipe", "fashion-scenes-weakseg", "--data", "fashion-scenes:40,16",
+                         "--out", run, *TINY)  # fmt: skip
+    assert code == 0, err
+    assert "attention masks: mean IoU" in out
+    chosen = json.loads((run / "segmentation.json").read_text())["rules"]["attention"]
+    assert -2 <= chosen["params"]["logit_threshold"] <= 12 and "per_class_iou" in chosen
+    assert (run / "plots" / "hsv-epoch-01.png").is_file()
+    assert "segmentation" in json.loads((run / "summary.json").read_text())
+
+    same = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(same)
+    other = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (70, 80, 3), dtype=np.uint8)).save(other)
+    code, out, err = cli(capsys, "segment", run, same, other, "--out", tmp_path / "masks")
+    assert code == 0, err
+    assert "note: " + str(other) + " is 80x70; resized to 64x64" in out and f"{same} is" not in out
+    for stem, size in (("scene", (64, 64)), ("big", (80, 70))):
+        mask = Image.open(tmp_path / "masks" / f"{stem}-mask.png")
+        assert mask.mode == "P" and mask.size == size  # the mask is at the image's own size
+        assert Image.open(tmp_path / "masks" / f"{stem}-overlay.png").size == size
+    rows = json.loads((tmp_path / "masks" / "segments.json").read_text())["images"]
+    assert sum(c["share"] for c in rows[0]["classes"]) == pytest.approx(1.0, abs=1e-3)
+
+    code, _, err = cli(capsys, "segment", run, tmp_path / "missing.png", "--out", tmp_path / "masks")
+    assert code == 2 and err.startswith("error: input image") and "missing.png" in err
+    code, _, err = cli(capsys, "evaluate", run)
+    assert code == 2 and "weakseg run" in err and "Traceback" not in err
+
+
+def test_a_model_without_class_maps_is_one_error_line(capsys, tmp_path, fake_fashion):
+    code, _, err = cli(capsys, "train", "--recipe", "fashion-scenes-weakseg", "--data", "fashion-scenes:20,8",
+                       "--model", "fastnet-small", "--out", tmp_path / "run", "--epochs", "1", "--quiet")  # fmt: skip
+    assert code == 2 and err.startswith("error: the model returns") and "not a spatial map" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_scene_counts_and_a_mask_task_on_image_labels_are_errors(capsys, tmp_path, fake_fashion):
+    code, _, err = cli(capsys, "train", "--recipe", "fashion-scenes-weakseg", "--data", "fashion-scenes:x,8",
+                       "--out", tmp_path / "a")  # fmt: skip
+    assert code == 2 and "fashion-scenes:TRAIN,TEST" in err
+    code, _, err = cli(capsys, "train", "--recipe", "fashion-scenes-supervised", "--data", "fashion-mnist",
+                       "--out", tmp_path / "b", *TINY)  # fmt: skip
+    assert code == 2 and "pixel masks" in err

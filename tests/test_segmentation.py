@@ -1,0 +1,53 @@
+"""From class maps to masks: the rules, threshold selection on validation data, and the metrics."""
+
+import pytest
+import torch
+
+from convscope.segmentation import PixelScores, RankedMaps, choose, measure_masks
+from tests.tasks.test_weakseg import FixedMaps
+
+NAMES = ["background", "a", "b"]
+
+
+def test_attention_rule_is_the_argmax_class_above_the_threshold():
+    scores = PixelScores(torch.tensor([[[0, 1], [1, 0]]]), torch.tensor([[[0.9, 0.6], [0.2, 0.5]]]))
+    assert scores.masks(0.5)[0].tolist() == [[[1, 2], [0, 0]]]
+    assert scores.masks(0.1)[0].tolist() == [[[1, 2], [2, 1]]]
+    masks, saturation = scores.masks(logit_threshold=0.55)  # the attention's scores are logits
+    assert masks.tolist() == [[[1, 2], [0, 0]]] and saturation[0, 0, 0] == pytest.approx(torch.tensor(0.9).sigmoid())
+
+
+def test_cam_rule_keeps_probable_classes_and_their_strongest_map():
+    maps = torch.tensor([[[[1.0, 0.2]], [[0.6, 0.8]]]])  # 1 image, 2 ranked classes, 1 x 2 pixels
+    ranked = RankedMaps(torch.tensor([[1, 0]]), torch.tensor([[0.7, 0.3]]), maps)
+    assert ranked.masks(class_threshold=0.1, threshold=0.5)[0].tolist() == [[[2, 1]]]
+    assert ranked.masks(class_threshold=0.5, threshold=0.5)[0].tolist() == [[[2, 0]]]  # class 0 too improbable
+
+
+def test_threshold_is_chosen_by_mean_iou_on_validation_masks():
+    truth = torch.tensor([[[1, 1, 0, 0]]])
+    scores = PixelScores(torch.zeros(1, 1, 4, dtype=torch.long), torch.tensor([[[0.9, 0.7, 0.4, 0.1]]]))
+    grid = [{"threshold": t} for t in (0.05, 0.3, 0.5, 0.8)]
+    params, iou = choose(scores, truth, grid, 3)
+    assert params == {"threshold": 0.5} and iou == pytest.approx(1.0)
+
+
+def test_measured_masks_match_hand_computed_iou_sa_and_pixel_accuracy():
+    truth = torch.tensor([[[0, 0], [1, 1]], [[0, 0], [0, 0]]])
+    pred = torch.tensor([[[0, 1], [1, 1]], [[0, 0], [0, 1]]])
+    result = measure_masks(pred, truth, NAMES)
+    assert result["per_class_iou"]["background"] == pytest.approx((1 / 2 + 3 / 4) / 2)
+    assert result["per_class_iou"]["a"] == pytest.approx((2 / 3 + 0) / 2)
+    assert result["segmentation_accuracy"]["a"] == pytest.approx(2 / (2 + 2 + 0))
+    assert result["pixel_accuracy"] == pytest.approx(6 / 8) and result["per_class_iou"]["b"] is None
+
+
+def test_weak_rule_reads_the_model_maps():
+    from convscope.segmentation import attention_scores
+
+    maps = torch.zeros(1, 2, 2, 2)
+    maps[0, 1, 0, 0] = 5.0
+    scores = attention_scores(None, FixedMaps(maps), torch.zeros(1, 1, 4, 4))  # upsampled to the image
+    assert scores.classes.shape == (1, 4, 4) and int(scores.classes[0, 0, 0]) == 1
+    expected = float(torch.logsumexp(torch.tensor([0.0, 5.0]), 0))  # the attention's logit
+    assert float(scores.scores[0, 0, 0]) == pytest.approx(expected, abs=1e-2)
