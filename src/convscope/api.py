@@ -78,8 +78,14 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
     if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
-        _say(load_initial_weights(model, recipe.transfer.init, classes=info["classes"]).describe())
+        loaded = load_initial_weights(
+            model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
+        )
+        _say(loaded.describe())
+    if hasattr(task, "observe_training_data"):  # a task that needs more than batches (e.g. a class prior)
+        task.observe_training_data(data)
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
+    task_callbacks = task.callbacks(run_dir, loaders) if hasattr(task, "callbacks") else []
     phases = train_in_phases(
         model,
         task,
@@ -90,6 +96,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         train_loader=loaders["train"],
         valid_loader=loaders.get("valid"),
         resume=resume,
+        callbacks=task_callbacks,
         checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
         say=_say,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_transfer
+from convscope import bench_splitbrain, bench_transfer
 from convscope.config import load_recipe
 from convscope.errors import UserError
 
@@ -130,7 +130,7 @@ def machine() -> dict:
 
 
 # Benchmarks that compare several runs instead of measuring one recipe: name -> goal.
-STUDIES = {"transfer": bench_transfer.GOAL}
+STUDIES = {"transfer": bench_transfer.GOAL, "splitbrain": bench_splitbrain.GOAL}
 
 
 def run_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None) -> dict:
@@ -138,6 +138,10 @@ def run_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, st
 
     if name == "transfer":
         return bench_transfer.run_transfer_study(
+            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
+        )
+    if name == "splitbrain":
+        return bench_splitbrain.run_splitbrain_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
         )
     if name not in BENCHMARKS:

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from convscope.errors import UserError
-from convscope.models import charcnn, fastnet, fcn, monster, seeds, torchvision_nets
+from convscope.models import charcnn, fastnet, fcn, monster, seeds, splitbrain, torchvision_nets
 from convscope.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
@@ -33,6 +33,8 @@ MODELS.register("resnet34")(torchvision_nets.resnet34)
 MODELS.register("resnet50")(torchvision_nets.resnet50)
 MODELS.register("fcn-resnet18")(fcn.fcn_resnet18)
 MODELS.register("monster")(monster.monster)
+MODELS.register("splitbrain")(splitbrain.splitbrain)
+MODELS.register("splitbrain-classifier")(splitbrain.splitbrain_classifier)
 
 # What the data decides rather than the recipe.
 INPUT_ARGUMENTS = ("num_classes", "in_channels", "image_size", "vocab_size", "max_len")
