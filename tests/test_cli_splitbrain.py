@@ -81,7 +81,8 @@ def test_finetune_starts_from_the_split_brain_run_and_a_linear_probe_keeps_its_e
 
 
 def test_bad_inputs_are_one_error_line(capsys, colour: Path, pretrained: Path, tmp_path: Path):
-    grey = make_imagefolder(tmp_path / "grey", ("a", "b"), per_class=3, size=(32, 32), mode="L", splits=("train", "test"))
+    grey = make_imagefolder(tmp_path / "grey", ("a", "b"), per_class=3, size=(32, 32), mode="L",
+                            splits=("train", "test"))  # fmt: skip
     code, _, err = cli(capsys, "train", "--recipe", "cifar10-splitbrain", "--data", f"imagefolder:{grey}",
                        "--out", tmp_path / "g", *TINY)  # fmt: skip
     assert code == 2 and "greyscale" in one_error_line(err) and str(grey) in err

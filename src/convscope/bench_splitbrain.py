@@ -54,8 +54,12 @@ def _fraction_runs(fraction: float, overrides: dict[str, str], pretrain_dir: Pat
         # Frozen for every epoch (one phase), a linear classifier: what the features alone are worth.
         "linear_probe": _timed_run(
             FINETUNE_RECIPE,
-            {**common, "transfer.init": str(pretrain_dir), "transfer.freeze_epochs": str(epochs),
-             "model.classifier": "shallow"},  # fmt: skip
+            {
+                **common,
+                "transfer.init": str(pretrain_dir),
+                "transfer.freeze_epochs": str(epochs),
+                "model.classifier": "shallow",
+            },
             root / "linear-probe",
         ),
     }
@@ -67,7 +71,7 @@ def _fraction_runs(fraction: float, overrides: dict[str, str], pretrain_dir: Pat
         "gain_points": round(100 * gain, 2),
         "goal_points": 100 * GOAL_POINTS[fraction],
         "reached": gain >= GOAL_POINTS[fraction] if GOAL_POINTS[fraction] else gain > 0,
-        "labelled_images": int(round(fraction * 50_000)),
+        "labelled_images": round(fraction * 50_000),
         "runs": runs,
     }
 
@@ -93,8 +97,9 @@ def run_splitbrain_study(
                 "encoder": recipe.model.options.get("encoder"),
                 "model_options": recipe.model.options,
                 "pretrain_epochs": recipe.train.epochs,
-                "finetune": {str(f): {**load_recipe(FINETUNE_RECIPE, overrides).model.options, **s}
-                             for f, s in FRACTIONS.items()},  # fmt: skip
+                "finetune": {
+                    str(f): {**load_recipe(FINETUNE_RECIPE, overrides).model.options, **s} for f, s in FRACTIONS.items()
+                },
                 "precision": recipe.train.precision,
                 "channels_last": recipe.train.channels_last,
             },

@@ -40,8 +40,9 @@ def test_each_half_sees_only_its_channels():
 
 @pytest.mark.parametrize("classifier", ["mlp", "shallow"])
 def test_classifier_sits_on_both_halves_concatenated(classifier: str):
-    model = create_model("splitbrain-classifier", num_classes=10, inputs={"in_channels": 3, "image_size": (32, 32)},
-                         encoder="resnet", widths=[4, 8, 8], classifier=classifier, l_bins=10, ab_bins=5, hidden=16)  # fmt: skip
+    options = {"encoder": "resnet", "widths": [4, 8, 8], "classifier": classifier, "l_bins": 10, "ab_bins": 5}
+    inputs = {"in_channels": 3, "image_size": (32, 32)}
+    model = create_model("splitbrain-classifier", num_classes=10, inputs=inputs, hidden=16, **options)
     features = model.features(scale_lab(torch.rand(2, 3, 32, 32) * 100))
     assert features.shape == (2, 25 + 10, 8, 8)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
