@@ -36,6 +36,9 @@ MODELS.register("monster")(monster.monster)
 MODELS.register("splitbrain")(splitbrain.splitbrain)
 MODELS.register("splitbrain-classifier")(splitbrain.splitbrain_classifier)
 
+# Networks trained on a pretext task (they output no class scores): not classifiers to explain or evaluate.
+PRETEXT_MODELS = ("splitbrain",)
+
 # What the data decides rather than the recipe.
 INPUT_ARGUMENTS = ("num_classes", "in_channels", "image_size", "vocab_size", "max_len")
 
