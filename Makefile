@@ -66,3 +66,4 @@ bench: setup
 	$(BIN)/convscope bench spanish-names
 	$(BIN)/convscope bench explain
 	$(BIN)/convscope bench transfer
+	$(BIN)/convscope bench splitbrain

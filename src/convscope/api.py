@@ -82,7 +82,12 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
     if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
-        _say(load_initial_weights(model, recipe.transfer.init, classes=info["classes"]).describe())
+        loaded = load_initial_weights(
+            model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
+        )
+        _say(loaded.describe())
+    if hasattr(task, "observe_training_data"):  # a task that needs more than batches (e.g. a class prior)
+        task.observe_training_data(data)
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
     # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
     callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_inference, bench_transfer, bench_weakseg
+from convscope import bench_inference, bench_splitbrain, bench_transfer, bench_weakseg
 from convscope.config import load_recipe
 from convscope.errors import UserError
 
@@ -130,7 +130,12 @@ def machine() -> dict:
 
 
 # Benchmarks that compare several runs instead of measuring one recipe: name -> goal.
-STUDIES = {"transfer": bench_transfer.GOAL, "inference": bench_inference.GOAL, "weakseg": bench_weakseg.GOAL}
+STUDIES = {
+    "transfer": bench_transfer.GOAL,
+    "inference": bench_inference.GOAL,
+    "weakseg": bench_weakseg.GOAL,
+    "splitbrain": bench_splitbrain.GOAL,
+}
 
 
 def run_benchmark(
@@ -152,6 +157,10 @@ def run_benchmark(
         raise UserError(f"--run-dir is for the transfer and inference benchmarks, not for benchmark {name!r}")
     if name == "weakseg":
         return bench_weakseg.run_weakseg_study(out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine())
+    if name == "splitbrain":
+        return bench_splitbrain.run_splitbrain_study(
+            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
+        )
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.data.augment import AugmentConfig
+from convscope.data.datamodule import check_label_fraction
 from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.engine.finetune import TransferConfig
 from convscope.errors import UserError
@@ -38,11 +39,15 @@ class DataConfig:
     # Images: train on some classes only (in this order; labels renumbered), and N training images of each.
     classes: list[str] = field(default_factory=list)  # empty: every class
     per_class: int = 0  # N random training images per class before the valid split, by the run's seed; 0 = all
+    label_fraction: float = 1.0  # or this fraction of each class's training images (stratified, by the seed)
     # Texts (textcsv:PATH, spanish-names). The valid_fraction split, drawn with seed 0, is also the test split.
     text_column: str = "text"  # textcsv: the column holding the texts
     label_column: str = "label"  # textcsv: the column holding the classes
     max_len: int = 22  # characters kept per text (longer ones are truncated), after a start token
     lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        check_label_fraction(self.label_fraction)
 
 
 @dataclass

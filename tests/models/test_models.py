@@ -6,8 +6,9 @@ from convscope.errors import UserError
 from convscope.models import create_model, list_models, model_options
 
 SHAPES = [(1, (28, 28)), (3, (32, 32))]
-# The networks over images; char-cnn (texts) has its own tests in test_charcnn.py.
-IMAGE_MODELS = [name for name in list_models() if name != "char-cnn"]
+# The networks over images; char-cnn (texts) has its own tests in test_charcnn.py, the split-brain networks
+# (3-channel Lab images only; the pre-training one outputs colours) theirs in test_splitbrain.py.
+IMAGE_MODELS = [name for name in list_models() if name != "char-cnn" and not name.startswith("splitbrain")]
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)

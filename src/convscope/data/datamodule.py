@@ -106,6 +106,11 @@ def take_per_class(data: ImageSet, per_class: int, seed: int) -> ImageSet:
     return data.subset(torch.cat(keep).sort().values)
 
 
+def check_label_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise UserError(f"data.label_fraction = {fraction}: expected a fraction in (0, 1] of the training labels")
+
+
 def prepare_image_data(
     spec: str,
     *,
@@ -116,13 +121,16 @@ def prepare_image_data(
     subset: int = 0,
     classes: Sequence[str] = (),
     per_class: int = 0,
+    label_fraction: float = 1.0,
 ) -> ImageData:
     """Open ``spec`` (only ``classes`` when given) and split it; mean and std are the training split's own.
 
-    ``per_class`` keeps that many training images of each class before the valid split (few-label experiments).
+    ``per_class`` keeps that many training images of each class, ``label_fraction`` that fraction of each class,
+    before the valid split (few-label experiments: the validation images come out of the labelled ones).
     """
     if per_class < 0:
         raise UserError(f"data.per_class = {per_class}: expected an integer >= 0 (0: every image)")
+    check_label_fraction(label_fraction)
     dataset = select_classes(open_dataset(spec, skip_bad=skip_bad), classes)
     train = dataset.splits["train"]
     test = dataset.splits.get("test")
@@ -133,6 +141,9 @@ def prepare_image_data(
         train, test = train.subset(keep), train.subset(held_out)
     if per_class:
         train = take_per_class(train, per_class, seed)
+    if label_fraction < 1:
+        # The stratified draw of the valid split, used to keep a fraction of every class.
+        train = train.subset(train_valid_split(train.labels, label_fraction, seed, field="data.label_fraction")[1])
     valid = None
     if valid_fraction > 0:
         train_index, valid_index = train_valid_split(train.labels, valid_fraction, seed, field="data.valid_fraction")
@@ -190,6 +201,7 @@ class ImageModality:
             subset=recipe.data.subset,
             classes=recipe.data.classes,
             per_class=recipe.data.per_class,
+            label_fraction=recipe.data.label_fraction,
         )
 
     def evaluation_loader(self, recipe: Recipe, info: dict[str, Any], spec: str, device: torch.device) -> TensorLoader:

@@ -54,6 +54,6 @@ MODALITIES: Registry[Modality] = Registry("data modality")
 
 def get_modality(name: str) -> Modality:
     # Imported here so that each modality registers itself without import cycles.
-    from convscope.data import datamodule, scenemodule, text  # noqa: F401
+    from convscope.data import datamodule, lab_modality, scenemodule, text  # noqa: F401
 
     return MODALITIES.get(name)()

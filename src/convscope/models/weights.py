@@ -96,13 +96,35 @@ def _run_classes(path: Path) -> list[str] | None:
     return json.loads(info.read_text()).get("classes")
 
 
-def load_initial_weights(model: nn.Module, path: str | Path, *, classes: list[str] | None = None) -> LoadReport:
+def _run_model(path: Path) -> str | None:
+    """The model a run directory trained (its ``run.json``), None for a weights file."""
+    info = path / "run.json"
+    if not path.is_dir() or not info.is_file():
+        return None
+    return json.loads(info.read_text()).get("model")
+
+
+def load_initial_weights(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    classes: list[str] | None = None,
+    from_models: tuple[str, ...] | None = None,
+) -> LoadReport:
     """Copy every tensor of ``path`` that fits ``model`` by name and shape; a UserError when none fits.
 
     A run directory trained on other ``classes`` gives only its body: its head would fit a model with as many
-    classes, but each output would mean another class.
+    classes, but each output would mean another class. ``from_models`` (a task that fine-tunes what one kind of
+    run pre-trained, e.g. split-brain): a run directory must have trained one of these models, and the file
+    must fill the whole body (``features.``).
     """
     shown = Path(path)
+    trained = _run_model(shown)
+    if from_models and shown.is_dir() and trained not in from_models:
+        raise UserError(
+            f"init '{shown}' is {f'a {trained!r} run' if trained else 'not a run directory (no run.json)'}, not a "
+            f"run of model {' or '.join(map(repr, from_models))}: this task fine-tunes what such a run pre-trained"
+        )
     source = read_state_dict(path)
     trained_on = _run_classes(shown)
     if classes is not None and trained_on is not None and trained_on != classes:
@@ -130,6 +152,12 @@ def load_initial_weights(model: nn.Module, path: str | Path, *, classes: list[st
             f"init '{shown}': none of its {len(source)} tensors fits the model by name and shape "
             f"(e.g. {example!r} {tuple(source[example].shape)}; the model has {next(iter(own))!r} "
             f"{tuple(next(iter(own.values())).shape)}): weights of another architecture?"
+        )
+    missing = [key for key in left if key.startswith("features.")]
+    if from_models and missing:
+        raise UserError(
+            f"init '{shown}' does not fill the network's body (e.g. {missing[0]}): not the weights of a "
+            f"{' or '.join(map(repr, from_models))} run with the same options"
         )
     model.load_state_dict(chosen, strict=False)
     return LoadReport(shown, sorted(chosen), left, len(source) - len(used))

@@ -138,6 +138,28 @@ def plot_precision_recall(pr: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_colourisation(lab: torch.Tensor, ab_logits: torch.Tensor, path: Path) -> None:
+    """Split-brain colours (seed 001): per image (columns) the truth, its L alone, and L with the ab the L -> ab
+    half predicts (annealed mean of its classes). ``lab``: N x 3 x H x W unscaled Lab; ``ab_logits``: N x Q x h x w."""
+    from convscope.data.lab import ab_from_logits, lab_to_rgb
+
+    grey = lab.clone()
+    grey[:, 1:] = 0
+    predicted = torch.cat([lab[:, :1], ab_from_logits(ab_logits, tuple(lab.shape[-2:]))], dim=1)
+    rows = [("truth", lab), ("L (input)", grey), ("predicted ab", predicted)]
+    n = lab.shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 1, 1.3 * len(rows)), squeeze=False)
+    for r, (title, images) in enumerate(rows):
+        rgb = lab_to_rgb(images).permute(0, 2, 3, 1).numpy()
+        for c in range(n):
+            axes[r, c].imshow(rgb[c])
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(title, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     """(Re)draw the training figures of a run into ``RUN_DIR/plots``."""
     metrics_path = run_dir / "metrics.csv"

@@ -6,6 +6,6 @@ from convscope.tasks.base import Task
 TASKS: Registry[Task] = Registry("task")
 
 # Registration happens on import; keep this import after TASKS exists.
-from convscope.tasks import classify, segment, text, weakseg  # noqa: E402, F401
+from convscope.tasks import classify, segment, splitbrain, text, weakseg  # noqa: E402, F401
 
 __all__ = ["TASKS", "Task"]
