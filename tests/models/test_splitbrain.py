@@ -46,7 +46,7 @@ def test_classifier_sits_on_both_halves_concatenated(classifier: str):
     features = model.features(scale_lab(torch.rand(2, 3, 32, 32) * 100))
     assert features.shape == (2, 25 + 10, 8, 8)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert model.head[1].in_features == 35 * 64
+    assert model.head[2].in_features == 35 * 64
 
 
 def test_bad_options_are_user_errors():
