@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from convscope.cli import main
+from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_archive, make_cifar_python, make_csv_folder, make_idx, make_image, make_imagefolder
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -34,12 +34,6 @@ QUICK = [
     "--set",
     "data.eval_batch_size=16",
 ]
-
-
-def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train(capsys, data: str, out: Path, *extra: str) -> Path:
@@ -176,13 +170,6 @@ def test_listings(capsys):
     assert code == 0 and "selu-lenet" in out and "fastnet" in out
     code, out, _ = cli(capsys, "bench")
     assert code == 0 and "demo-fashion" in out
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def test_bad_inputs(capsys, folder: Path, tmp_path: Path):

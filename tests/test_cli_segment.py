@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convscope.cli import main
+from tests.cli_helpers import cli
 from tests.data.helpers import make_idx
 
 TINY = ["--epochs", "1", "--batch-size", "16", "--quiet", "--set", "model.widths=[4,8]", "--set",
         "data.eval_batch_size=16", "--set", "data.valid_fraction=0.25"]  # fmt: skip
-
-
-def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from convscope.cli import main
+from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
 
 # Tiny: narrow encoders, one or two epochs of a few batches.
@@ -17,18 +18,6 @@ TINY = ["--batch-size", "4", "--precision", "fp32", "--quiet", "--set", "model.w
         "--set", "data.eval_batch_size=8"]  # fmt: skip
 FINETUNE = [*TINY, "--recipe", "cifar10-splitbrain-finetune", "--epochs", "2", "--set", "data.label_fraction=0.5",
             "--set", "model.hidden=8", "--set", "data.valid_fraction=0"]  # fmt: skip
-
-
-def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -9,24 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from convscope.cli import main
+from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_csv_folder
 
 # Small and quick: 2 epochs of which 1 frozen, a narrow transfer head, batches of 8.
 QUICK = ["--epochs", "2", "--batch-size", "8", "--precision", "fp32", "--quiet", "--set", "transfer.freeze_epochs=1",
          "--set", "model.hidden=16", "--set", "data.eval_batch_size=16"]  # fmt: skip
-
-
-def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from convscope import api
 from convscope.bench_inference import run_inference_study
 from convscope.cli import main
 from convscope.export import export_run, load_torchscript, parity_inputs
+from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
-from tests.test_cli import QUICK, cli, one_error_line
+from tests.test_cli import QUICK
 from tests.test_text_cli import QUICK as TEXT_QUICK
 from tests.test_text_cli import columns, names_csv
 

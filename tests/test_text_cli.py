@@ -14,7 +14,7 @@ from convscope.cli import main
 from convscope.data.text_sources import spanish_names_dir
 from convscope.errors import UserError
 from convscope.explain.text import explain_texts, log_odds
-from tests.test_cli import cli, one_error_line
+from tests.cli_helpers import cli, one_error_line
 
 # The spanish-names recipe (task text, model char-cnn) shrunk for a tiny CSV.
 QUICK = ["--recipe", "spanish-names", "--epochs", "2", "--batch-size", "16", "--quiet",

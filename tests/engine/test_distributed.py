@@ -14,9 +14,9 @@ import torch
 
 from convscope.data.loader import IndexLoader
 from convscope.engine.checkpoint import load_checkpoint
+from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
 from tests.engine.ddp_run import PER_RANK_BATCH, tiny_run
-from tests.test_cli import cli, one_error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 # DDP averages the ranks' mean gradients in another order of summation than one process: float32 rounding only.

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from convscope.cli import main
+from tests.cli_helpers import cli
 from tests.data.helpers import make_image, make_imagefolder
 from tests.test_cli import QUICK
 
@@ -21,12 +22,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = make_imagefolder(root / "pets", ("cat", "dog"), per_class=12, size=(16, 16), splits=("train", "test"))
         assert main(["train", "--data", f"imagefolder:{folder}", "--out", str(root / "run"), *QUICK]) == 0
     return root / "run"
-
-
-def cli(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("method", ["saliency", "guided-backprop", "gradcam", "integrated-gradients", "feature-maps"])
