@@ -67,3 +67,5 @@ bench: setup
 	$(BIN)/convscope bench explain
 	$(BIN)/convscope bench transfer
 	$(BIN)/convscope bench splitbrain
+	$(BIN)/convscope bench speed-fashion
+	$(BIN)/convscope bench speed-cifar10

@@ -24,6 +24,7 @@ from torch import nn
 from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
 from convscope.data.modality import Modality, get_modality
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
+from convscope.engine.callbacks import Callback
 from convscope.engine.checkpoint import load_model_state
 from convscope.engine.finetune import PHASE1_DIR, combined_history, train_in_phases
 from convscope.engine.optim import resolve_device
@@ -47,10 +48,13 @@ RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False) -> Path:
+def train(
+    recipe: Recipe, *, out: str | Path | None = None, resume: bool = False, callbacks: Sequence[Callback] = ()
+) -> Path:
     """Train ``recipe`` into a run directory and return it.
 
-    With ``resume``, ``out`` must hold an interrupted run; its saved recipe is used.
+    With ``resume``, ``out`` must hold an interrupted run; its saved recipe is used. ``callbacks`` join the
+    task's own (the speed benchmark times epochs and measures test accuracy through one).
     """
     # Under torchrun every rank must use rank 0's directory (default names hold the time).
     run_dir = same_on_all_ranks(Path(out) if out is not None else default_run_dir(recipe.name))
@@ -90,7 +94,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         task.observe_training_data(data)
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
     # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
-    callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
+    task_callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
     phases = train_in_phases(
         model,
         task,
@@ -101,7 +105,7 @@ def train(recipe: Recipe, *, out: str | Path | None = None, resume: bool = False
         train_loader=loaders["train"],
         valid_loader=loaders.get("valid"),
         resume=resume,
-        callbacks=callbacks,
+        callbacks=[*task_callbacks, *callbacks],
         checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
         say=_say,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_inference, bench_splitbrain, bench_transfer, bench_weakseg
+from convscope import bench_inference, bench_speed, bench_splitbrain, bench_transfer, bench_weakseg
 from convscope.config import load_recipe
 from convscope.errors import UserError
 
@@ -135,6 +135,7 @@ STUDIES = {
     "inference": bench_inference.GOAL,
     "weakseg": bench_weakseg.GOAL,
     "splitbrain": bench_splitbrain.GOAL,
+    **dict.fromkeys(bench_speed.SPEED_BENCHMARKS, bench_speed.GOAL),
 }
 
 
@@ -160,6 +161,10 @@ def run_benchmark(
     if name == "splitbrain":
         return bench_splitbrain.run_splitbrain_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
+        )
+    if name in bench_speed.SPEED_BENCHMARKS:
+        return bench_speed.run_speed_study(
+            name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
         )
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
