@@ -27,3 +27,19 @@ def test_a_finished_run_is_kept_and_an_interrupted_one_resumed(tmp_path, monkeyp
 
     summary, _ = bench_transfer._timed_run("cifar5-fewshot", {}, tmp_path / "fresh")
     assert calls[-1] == ("fresh", False)
+
+
+def test_scratch_trains_every_layer_at_the_full_lr_and_transfer_starts_from_the_pretraining(tmp_path, monkeypatch):
+    recipes = {}
+
+    def fake_train(recipe, *, out, resume=False):
+        recipes[out.name] = recipe
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"test_accuracy": 0.5, "train_seconds": 1.0}))
+
+    monkeypatch.setattr(api, "train", fake_train)
+    bench_transfer.run_transfer_study(out=tmp_path / "t.json", overrides={}, results_dir=tmp_path, machine={},
+                                      run_dir=tmp_path / "study")  # fmt: skip
+    scratch, transfer = recipes["scratch"].transfer, recipes["transfer"].transfer
+    assert (scratch.freeze_epochs, scratch.layer_lr_decay, scratch.init) == (0, 1.0, "")
+    assert transfer.init == str(tmp_path / "study" / "pretrain") and transfer.freeze_epochs > 0

@@ -55,7 +55,10 @@ def run_transfer_study(
     overrides = overrides or {}
     root = run_dir or Path("runs") / f"bench-transfer-{time.strftime('%Y%m%d-%H%M%S')}"
     pretrain, pretrain_wall = _timed_run(PRETRAIN_RECIPE, overrides, root / "pretrain")
-    scratch, scratch_wall = _timed_run(FEWSHOT_RECIPE, {**overrides, "transfer.freeze_epochs": "0"}, root / "scratch")
+    # Scratch: one phase, every layer at the full lr (discriminative lrs protect pre-trained layers; on random
+    # weights they would only slow the first layers down).
+    scratch_overrides = {**overrides, "transfer.freeze_epochs": "0", "transfer.layer_lr_decay": "1"}
+    scratch, scratch_wall = _timed_run(FEWSHOT_RECIPE, scratch_overrides, root / "scratch")
     transfer, transfer_wall = _timed_run(
         FEWSHOT_RECIPE, {**overrides, "transfer.init": str(root / "pretrain")}, root / "transfer"
     )
