@@ -180,7 +180,9 @@ def run_plain(setup: Setup) -> None:
 def run_bare(setup: Setup) -> None:
     """The computation convscope's engine runs, without the engine: same loader, precision, loss and order."""
     loader = setup.data.loaders(setup.recipe, torch.device("cpu"))["train"]
-    model = setup.model.to(memory_format=torch.channels_last)
+    model = setup.model
+    if setup.recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = optimizer_and_schedule(setup, len(loader))
     bf16 = setup.recipe.train.precision == "bf16"
     seed_everything(setup.recipe.train.seed)
