@@ -30,9 +30,11 @@ class SpeedBenchmark:
     target: float
 
 
+# Targets the recipes' own schedules reach (fashion-mnist: 92.4% in 5 epochs; cifar10's fastnet: 85% within its
+# first 5 epochs), so that every system can reach them and the figure is a time, not a null.
 SPEED_BENCHMARKS = {
     "speed-fashion": SpeedBenchmark("fashion-mnist", 0.92),
-    "speed-cifar10": SpeedBenchmark("cifar10", 0.90),
+    "speed-cifar10": SpeedBenchmark("cifar10", 0.85),
 }
 GOAL = (
     "convscope's seconds to target <= 0.5x the plain loop's and <= 0.7x Lightning's; engine overhead (convscope "
