@@ -30,8 +30,8 @@ class SpeedBenchmark:
     target: float
 
 
-# Targets the recipes' own schedules reach (fashion-mnist: 92.4% in 5 epochs; cifar10's fastnet: 85% within its
-# first 5 epochs), so that every system can reach them and the figure is a time, not a null.
+# Targets every system must be able to reach on the recipe's schedule, or the figure is a null rather than a time:
+# fashion-mnist reaches 92.6% in its 5 epochs; cifar10's is set below the 90% its 10 epochs aim at.
 SPEED_BENCHMARKS = {
     "speed-fashion": SpeedBenchmark("fashion-mnist", 0.92),
     "speed-cifar10": SpeedBenchmark("cifar10", 0.85),
