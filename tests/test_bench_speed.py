@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from convscope import bench_speed, speed_systems
+from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
 
 
@@ -93,3 +94,29 @@ def test_study_writes_ratios_flops_fraction_and_the_goals(monkeypatch, tmp_path,
     flops = result["train_flops_per_image"]
     assert flops > 0 and written["plain"]["flops_fraction"] == pytest.approx(flops * 400 / 100e9, rel=1e-3)
     assert written["convscope"]["flops_fraction"] == pytest.approx(flops * 2000 / 400e9, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["speed-fashion", "--target", "1.5"], "--target 1.5"),
+        (["demo-fashion", "--target", "0.5"], "--target is for the speed benchmarks"),
+    ],
+)
+def test_a_bad_target_is_one_error_line(capsys, args, named):
+    code, _, err = cli(capsys, "bench", *args)
+    assert code == 2 and named in one_error_line(err)
+
+
+def test_target_replaces_the_benchmarks_own(monkeypatch, tmp_path):
+    def run(system, recipe, overrides):
+        curve = [{"epoch": 1, "seconds": 5.0, "accuracy": 0.7}]
+        return {"curve": curve, "final_accuracy": 0.7, "images_per_second": 10.0, "precision": "bf16",
+                "peak_rss_mb": 1.0, "train_seconds": 5.0}  # fmt: skip
+
+    monkeypatch.setattr(bench_speed, "_run_in_process", run)
+    monkeypatch.setattr(bench_speed, "matmul_peak_gflops", lambda dtype: 100.0)
+    monkeypatch.setattr(bench_speed, "forward_flops_per_image", lambda recipe, overrides: 1e6)
+    result = bench_speed.run_speed_study("speed-cifar10", out=tmp_path / "s.json", overrides={}, results_dir=tmp_path,
+                                         machine={}, systems=("convscope",), target=0.6)  # fmt: skip
+    assert result["target"] == 0.6 and result["convscope"]["seconds_to_target"] == 5.0

@@ -140,7 +140,12 @@ STUDIES = {
 
 
 def run_benchmark(
-    name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None, run_dir: Path | None = None
+    name: str,
+    *,
+    out: Path | None = None,
+    overrides: dict[str, str] | None = None,
+    run_dir: Path | None = None,
+    target: float | None = None,
 ) -> dict:
     """Run benchmark ``name``. ``run_dir``: the transfer study's folder, continued if it exists; for the
     inference benchmark, a trained run to measure instead of training one."""
@@ -164,8 +169,11 @@ def run_benchmark(
         )
     if name in bench_speed.SPEED_BENCHMARKS:
         return bench_speed.run_speed_study(
-            name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
+            name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), target=target
         )
+    if target is not None:
+        speed = ", ".join(bench_speed.SPEED_BENCHMARKS)
+        raise UserError(f"--target is for the speed benchmarks ({speed}), not for benchmark {name!r}")
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")

@@ -126,6 +126,9 @@ def build_parser() -> Parser:
         "--run-dir",
         help="transfer: the study's folder, continued if it exists; inference: measure this trained run",
     )
+    bench.add_argument(
+        "--target", type=float, help="speed-*: the test accuracy to race to (default: the benchmark's own)"
+    )
 
     commands.add_parser("recipes", help="list the shipped recipes")
     models = commands.add_parser("models", help="list the registered models, or one model's layers")
@@ -316,6 +319,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         out=Path(args.out) if args.out else None,
         overrides=overrides,
         run_dir=Path(args.run_dir) if args.run_dir else None,
+        target=args.target,
     )
 
 
