@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from convscope import bench_speed, speed_systems
+from convscope.errors import UserError
 from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
 
@@ -120,3 +121,15 @@ def test_target_replaces_the_benchmarks_own(monkeypatch, tmp_path):
     result = bench_speed.run_speed_study("speed-cifar10", out=tmp_path / "s.json", overrides={}, results_dir=tmp_path,
                                          machine={}, systems=("convscope",), target=0.6)  # fmt: skip
     assert result["target"] == 0.6 and result["convscope"]["seconds_to_target"] == 5.0
+
+
+def test_bad_data_is_one_error_line_before_any_system_starts(capsys):
+    code, out, err = cli(capsys, "bench", "speed-fashion", "--set", "data.name=imagefolder:/nowhere")
+    assert code == 2 and "/nowhere" in one_error_line(err) and "---" not in out
+
+
+def test_a_system_process_error_becomes_one_error_naming_the_system(capfd):
+    """A system runs in its own process: its `error:` line becomes the benchmark's, not a second one."""
+    with pytest.raises(UserError, match=r"system 'plain': data path '/nowhere' does not exist"):
+        bench_speed._run_in_process("plain", "fashion-mnist", {"data.name": "imagefolder:/nowhere"})
+    assert "error:" not in capfd.readouterr().err

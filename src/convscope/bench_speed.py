@@ -68,9 +68,16 @@ def _run_in_process(system: str, recipe: str, overrides: dict[str, str]) -> dict
         result_path = Path(folder) / "result.json"
         command = [sys.executable, "-m", "convscope.speed_systems", system, recipe, json.dumps(overrides),
                    str(result_path)]  # fmt: skip
-        completed = subprocess.run(command, check=False)
+        # stdout (the epoch lines) streams; stderr is held so that a system's own `error:` line becomes ours
+        # rather than a second one.
+        completed = subprocess.run(command, check=False, stderr=subprocess.PIPE, text=True)
+        errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
         if completed.returncode != 0 or not result_path.is_file():
+            if errors:
+                raise UserError(f"speed benchmark, system {system!r}: {errors[-1].removeprefix('error: ')}")
+            sys.stderr.write(completed.stderr)
             raise UserError(f"speed benchmark: system {system!r} failed (exit status {completed.returncode})")
+        sys.stderr.write(completed.stderr)
         return json.loads(result_path.read_text())
 
 
