@@ -83,6 +83,19 @@ def test_frozen_phase_keeps_the_body_and_its_statistics_then_fine_tunes_at_a_ten
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
+def test_frozen_bn_statistics_stay_put_while_the_body_fine_tunes(tmp_path: Path) -> None:
+    model = toy_convnet()
+    start = {k: v.clone() for k, v in model.features.state_dict().items()}
+    snapshot = Snapshot(model)
+    frozen_statistics = TransferConfig(freeze_epochs=1, freeze_bn_stats=True)
+    fit(tmp_path / "run", model=model, callbacks=[snapshot], transfer=frozen_statistics)
+    end = snapshot.states[-1]
+    assert torch.equal(end["1.running_mean"], start["1.running_mean"])
+    assert torch.equal(end["1.running_var"], start["1.running_var"])
+    assert not torch.equal(end["1.weight"], start["1.weight"])  # the batch norm's affine part still learns
+    assert not torch.equal(end["0.weight"], start["0.weight"])
+
+
 def test_discriminative_groups_slow_down_earlier_stages() -> None:
     model = toy_convnet()
     groups = discriminative_groups(model, 0.1, 0.5)

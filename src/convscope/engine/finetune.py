@@ -37,6 +37,9 @@ class TransferConfig:
     unfreeze_at: float = 0.0  # or phase 1 as a fraction of train.epochs (seed 002 froze half: 0.5)
     finetune_lr_factor: float = 0.1  # phase 2's optim.lr, and so its schedule's peak, is optim.lr times this
     layer_lr_decay: float = 1.0  # phase 2: each earlier backbone stage gets this factor of the next one's lr
+    # Phase 2 too keeps the backbone's batch-norm running statistics (mmdetection's norm_eval): with few images
+    # per batch they are a noisier estimate than the ones the weights came with.
+    freeze_bn_stats: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -105,6 +108,18 @@ class FrozenInEval(Callback):
         self.module.eval()
 
 
+class BatchNormInEval(Callback):
+    """Keeps the batch norms of a training module in eval mode: their weights still learn, their running
+    statistics stay put and normalise every batch. Called at every epoch start, resumed ones included."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        for norm in self.norms:
+            norm.eval()
+
+
 def discriminative_groups(model: nn.Module, lr: float, decay: float) -> list[dict[str, Any]]:
     """Param groups: the backbone's stages (its children with parameters, input first) at ``lr * decay**k`` for
     the k-th stage from the top, everything else (the head, new layers) at ``lr``."""
@@ -143,7 +158,8 @@ def train_in_phases(
     phases = plan_phases(transfer, train.epochs, run_dir)
     results = []
     for index, phase in enumerate(phases):
-        backbone = backbone_of(model) if phase.frozen or transfer.layer_lr_decay < 1 else None
+        needs_backbone = phase.frozen or transfer.layer_lr_decay < 1 or transfer.freeze_bn_stats
+        backbone = backbone_of(model) if needs_backbone else None
         if backbone is not None:
             set_frozen(backbone, phase.frozen)
         phase_optim = dataclasses.replace(optim, lr=optim.lr * phase.lr_factor)
@@ -153,13 +169,18 @@ def train_in_phases(
             groups = discriminative_groups(model, phase_optim.lr, transfer.layer_lr_decay)
         else:
             groups = model.parameters()
+        in_eval: list[Callback] = []
+        if backbone is not None and phase.frozen:
+            in_eval = [FrozenInEval(backbone)]
+        elif backbone is not None and transfer.freeze_bn_stats:
+            in_eval = [BatchNormInEval(backbone)]
         trainer = Trainer(
             model,
             task,
             phase_optim,
             dataclasses.replace(train, epochs=phase.epochs),
             run_dir=phase.run_dir,
-            callbacks=[*callbacks, *([FrozenInEval(backbone)] if phase.frozen and backbone is not None else [])],
+            callbacks=[*callbacks, *in_eval],
             param_groups=groups,
             checkpoint_extra={**(checkpoint_extra or {}), "phase": phase.name},
         )
