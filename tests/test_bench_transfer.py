@@ -5,6 +5,7 @@ import json
 import pytest
 
 from convscope import api, bench_transfer
+from convscope.errors import UserError
 
 
 def test_a_finished_run_is_kept_and_an_interrupted_one_resumed(tmp_path, monkeypatch):
@@ -69,3 +70,7 @@ def test_the_gain_is_the_mean_over_draws_each_with_its_own_seed(tmp_path, monkey
     one = bench_transfer.run_transfer_study(out=tmp_path / "one.json", overrides={"train.seed": "5"},
                                             results_dir=tmp_path, machine={}, run_dir=tmp_path / "one")  # fmt: skip
     assert [d["seed"] for d in one["draws"]] == [5] and seeds["pretrain"] != 5
+
+    with pytest.raises(UserError, match=r"train\.seed: expected an integer"):
+        bench_transfer.run_transfer_study(out=tmp_path / "bad.json", overrides={"train.seed": "abc"},
+                                          results_dir=tmp_path, machine={}, run_dir=tmp_path / "bad")  # fmt: skip

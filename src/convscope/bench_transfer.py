@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from statistics import fmean
 
 from convscope.config import load_recipe
 
@@ -44,10 +45,6 @@ def _rounded(seconds: float | None) -> float | None:
 
 def _shown(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}"
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def _draw(seed: int, overrides: dict[str, str], root: Path) -> dict:
@@ -87,12 +84,14 @@ def run_transfer_study(
     """Train the runs under ``run_dir`` (default ``runs/bench-transfer-<time>/``; an existing one is continued),
     print the table, write the JSON."""
     overrides = dict(overrides or {})
-    seeds = (int(overrides.pop("train.seed")),) if "train.seed" in overrides else DRAWS
+    # One draw when the user names its seed (load_recipe checks the value: a bad one is an `error:` line).
+    seeds = (load_recipe(FEWSHOT_RECIPE, overrides).train.seed,) if "train.seed" in overrides else DRAWS
+    overrides.pop("train.seed", None)
     root = run_dir or Path("runs") / f"bench-transfer-{time.strftime('%Y%m%d-%H%M%S')}"
     pretrain, pretrain_wall = _timed_run(PRETRAIN_RECIPE, overrides, root / "pretrain")
     draws = [_draw(seed, overrides, root) for seed in seeds]
-    scratch_mean = _mean([d["scratch_accuracy"] for d in draws])
-    transfer_mean = _mean([d["transfer_accuracy"] for d in draws])
+    scratch_mean = fmean([d["scratch_accuracy"] for d in draws])
+    transfer_mean = fmean([d["transfer_accuracy"] for d in draws])
     gain = transfer_mean - scratch_mean
     recipe = load_recipe(FEWSHOT_RECIPE, overrides)
     result = {
