@@ -29,6 +29,7 @@ def test_segment_writes_palette_masks_overlays_and_the_classes_found(capsys, tmp
     assert "attention masks: mean IoU" in out
     chosen = json.loads((run / "segmentation.json").read_text())["rules"]["attention"]
     assert -2 <= chosen["params"]["logit_threshold"] <= 15.5 and "per_class_iou" in chosen
+    assert "crf" in chosen  # the CRF setting chosen on the valid scenes, or None where none beat the raw masks
     assert (run / "plots" / "hsv-epoch-01.png").is_file()
     assert "segmentation" in json.loads((run / "summary.json").read_text())
 
@@ -43,8 +44,20 @@ def test_segment_writes_palette_masks_overlays_and_the_classes_found(capsys, tmp
         mask = Image.open(tmp_path / "masks" / f"{stem}-mask.png")
         assert mask.mode == "P" and mask.size == size  # the mask is at the image's own size
         assert Image.open(tmp_path / "masks" / f"{stem}-overlay.png").size == size
-    rows = json.loads((tmp_path / "masks" / "segments.json").read_text())["images"]
+    segments = json.loads((tmp_path / "masks" / "segments.json").read_text())
+    assert segments["crf"] == (chosen["crf"] and chosen["crf"]["params"])  # segment refines as the run chose
+    rows = segments["images"]
     assert sum(c["share"] for c in rows[0]["classes"]) == pytest.approx(1.0, abs=1e-3)
+
+    # A run whose valid scenes chose a CRF: segment refines with it. With a unary of 1/2 everywhere (a huge
+    # temperature) nothing tips a pixel to an item, so the whole mask is background, whatever the tiny model says.
+    written = json.loads((run / "segmentation.json").read_text())
+    written["rules"]["attention"]["crf"] = {"params": {"temperature": 1e9, "sxy": 10, "srgb": 5}}
+    (run / "segmentation.json").write_text(json.dumps(written))
+    code, out, err = cli(capsys, "segment", run, same, "--out", tmp_path / "refined")
+    assert code == 0, err
+    assert json.loads((tmp_path / "refined" / "segments.json").read_text())["crf"]["temperature"] == 1e9
+    assert np.asarray(Image.open(tmp_path / "refined" / "scene-mask.png")).max() == 0
 
     code, _, err = cli(capsys, "segment", run, tmp_path / "missing.png", "--out", tmp_path / "masks")
     assert code == 2 and err.startswith("error: input image") and "missing.png" in err

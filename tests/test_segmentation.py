@@ -68,3 +68,21 @@ def test_weak_rule_gives_pixels_only_to_the_classes_the_image_level_detector_fin
     none_found = attention_scores(task, FixedMaps(torch.full((1, 3, 2, 2), -3.0) + torch.arange(3.0)[:, None, None]),
                                   torch.zeros(1, 1, 2, 2))  # fmt: skip
     assert none_found.classes.unique().tolist() == [2]  # then the top class alone
+
+
+def test_supervised_rule_limits_item_pixels_to_classes_the_image_level_prediction_finds():
+    from convscope.segmentation import argmax_scores
+    from convscope.tasks.segment import SegmentTask
+
+    maps = torch.full((1, 3, 2, 2), -5.0)  # channel 0 the background, then classes a and b
+    maps[0, 0] = 0.0
+    maps[0, 1, 0, 0], maps[0, 1, 1, 1] = 5.0, 2.0  # a: sure at one pixel
+    maps[0, 2, 1, 1] = 3.0  # b: wins one pixel, image-level probability softmax(0, 2, 3)[2] = 0.71
+    ranked = argmax_scores(SegmentTask(2), FixedMaps(maps), torch.zeros(1, 1, 2, 2))
+    assert ranked.masks(class_threshold=0.0, threshold=0.5)[0].tolist() == [[[1, 0], [0, 2]]]  # the plain argmax
+    assert ranked.masks(class_threshold=0.8, threshold=0.5)[0].tolist() == [[[1, 0], [0, 1]]]  # b not found: a
+
+
+def test_cam_rule_always_keeps_the_images_top_class():
+    ranked = RankedMaps(torch.tensor([[1, 0]]), torch.tensor([[0.4, 0.3]]), torch.tensor([[[[0.9]], [[0.2]]]]))
+    assert ranked.masks(class_threshold=0.5, threshold=0.5)[0].tolist() == [[[2]]]

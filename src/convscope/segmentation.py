@@ -11,7 +11,12 @@ Three rules turn maps into masks, each with its thresholds chosen on the validat
   class map) or captum's Grad-CAM at the last convolution of the body (through
   :class:`convscope.explain.methods.GradCam`), each scaled to a maximum of 1; a pixel takes the class with the
   highest map where it exceeds a threshold, the background elsewhere;
-- ``argmax`` (task ``segment``, trained with the masks): the most probable of the 11 classes.
+- ``argmax`` (task ``segment``, trained with the masks): the most probable of the 11 classes, the item classes
+  limited to those the image-level prediction finds (a class threshold, 0 for none).
+
+Every rule's item-versus-background decision may then be refined by a dense CRF (:mod:`convscope.refine`), its
+settings chosen on the validation scenes too and kept only where they beat the raw masks there. Both the raw and
+the refined figures are written.
 
 The run's choices and figures go to ``RUN_DIR/segmentation.json``; ``convscope segment`` reads them back.
 """
@@ -34,6 +39,7 @@ from torchmetrics.segmentation import MeanIoU
 from convscope.errors import UserError
 from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
+from convscope.refine import choose_refinement, refined_masks
 from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
@@ -43,6 +49,7 @@ THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 # smooth-max r (a mean-like aggregation) puts them high (8.5 for r = 0.1 on FashionScenes).
 ATTENTION_LOGITS = tuple(0.5 * t for t in range(-4, 32))
 CLASS_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
+ARGMAX_CLASS_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95)  # on the segment task's image-level probabilities
 TOP = 3  # classes a CAM mask chooses from in each image: a scene holds up to 3 items
 CHUNK = 500  # images per metric update: bounds the memory of the one-hot masks inside torchmetrics
 
@@ -70,18 +77,24 @@ class PixelScores:
 
 @dataclass
 class RankedMaps:
-    """Per image its ``TOP`` most probable classes (N x TOP), their probabilities and their maps scaled to a
-    maximum of 1 (N x TOP x H x W)."""
+    """Per image its ``TOP`` most probable classes (N x TOP), their probabilities and a map for each in [0, 1]
+    (N x TOP x H x W): CAM and Grad-CAM scaled to a maximum of 1, the supervised model's odds against the
+    background."""
 
     classes: torch.Tensor
     probs: torch.Tensor
     maps: torch.Tensor
 
-    def masks(self, class_threshold: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-        kept = self.maps.float() * (self.probs >= class_threshold)[:, :, None, None]
+    def pixel_scores(self, class_threshold: float) -> PixelScores:
+        """Per pixel the best map among the classes at least ``class_threshold`` probable (the image's top class
+        always, as the attention rule keeps it), and its class."""
+        kept = (self.probs >= class_threshold).index_fill(1, torch.tensor([0], device=self.probs.device), True)
+        kept = self.maps.float() * kept[:, :, None, None]
         best, which = kept.max(dim=1)
-        classes = self.classes.gather(1, which.flatten(1)).view_as(which)
-        return torch.where(best > threshold, classes + 1, 0), best
+        return PixelScores(self.classes.gather(1, which.flatten(1)).view_as(which), best)
+
+    def masks(self, class_threshold: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pixel_scores(class_threshold).masks(threshold)
 
     @staticmethod
     def cat(parts: Sequence[RankedMaps]) -> RankedMaps:
@@ -106,10 +119,16 @@ def attention_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScore
     return PixelScores(classes.to(torch.uint8), torch.logsumexp(maps, dim=1).half())
 
 
-def argmax_scores(task: Any, model: nn.Module, x: torch.Tensor) -> PixelScores:
-    """Task ``segment``: channel 0 is the background; score 1 on the pixels an item class wins, 0 elsewhere."""
-    winner = _upsampled(class_maps(model, x), x.shape[-2:]).argmax(dim=1)
-    return PixelScores((winner - 1).clamp(min=0).to(torch.uint8), (winner > 0).half())
+def argmax_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
+    """Task ``segment`` (channel 0 the background): the image's ``TOP`` classes by image-level probability (each
+    class's highest pixel probability, :meth:`SegmentTask.predict`) and, per class, ``sigmoid(logit - background
+    logit)``, above 0.5 where the class beats the background. With the class threshold 0 this is the plain argmax
+    among those classes; a higher one lets only classes the image-level prediction finds win pixels, as the
+    attention rule does: an item's pixels then stop splitting between look-alike classes (shirt, T-shirt, coat)."""
+    maps = _upsampled(class_maps(model, x), x.shape[-2:])
+    probs, top = maps.softmax(dim=1)[:, 1:].amax(dim=(2, 3)).topk(min(TOP, maps.shape[1] - 1), dim=1)
+    items = maps[:, 1:].gather(1, top[:, :, None, None].expand(-1, -1, *maps.shape[-2:]))
+    return RankedMaps(top, probs, torch.sigmoid(items - maps[:, :1]).half())
 
 
 def _scaled(maps: torch.Tensor) -> torch.Tensor:
@@ -120,7 +139,7 @@ def _scaled(maps: torch.Tensor) -> torch.Tensor:
 
 def cam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
     maps = class_maps(model, x).float()
-    probs, top = task.image_logits(maps).softmax(dim=1).topk(TOP, dim=1)
+    probs, top = task.image_logits(maps).softmax(dim=1).topk(min(TOP, maps.shape[1]), dim=1)
     chosen = maps.gather(1, top[:, :, None, None].expand(-1, -1, *maps.shape[-2:]))
     return RankedMaps(top, probs, _scaled(_upsampled(chosen, x.shape[-2:])).half())
 
@@ -147,9 +166,10 @@ def gradcam_layer(model: nn.Module) -> str:
 def gradcam_scores(task: Any, model: nn.Module, x: torch.Tensor) -> RankedMaps:
     wrapped = ImageLogits(model, task)
     with torch.no_grad():
-        probs, top = wrapped(x).softmax(dim=1).topk(TOP, dim=1)
+        logits = wrapped(x)
+        probs, top = logits.softmax(dim=1).topk(min(TOP, logits.shape[1]), dim=1)
     method = GradCam(wrapped, layer=gradcam_layer(model))
-    maps = torch.stack([method.attribute(x, top[:, k]) for k in range(TOP)], dim=1)
+    maps = torch.stack([method.attribute(x, top[:, k]) for k in range(top.shape[1])], dim=1)
     return RankedMaps(top, probs, _scaled(maps).half())
 
 
@@ -159,12 +179,13 @@ RULES: dict[str, tuple[Scorer, list[dict[str, float]]]] = {
     "attention": (attention_scores, [{"logit_threshold": t} for t in ATTENTION_LOGITS]),
     "cam": (cam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
     "gradcam": (gradcam_scores, [{"class_threshold": c, "threshold": t} for c in CLASS_THRESHOLDS for t in THRESHOLDS]),
-    "argmax": (argmax_scores, [{"threshold": 0.5}]),
+    "argmax": (argmax_scores, [{"class_threshold": c, "threshold": 0.5} for c in ARGMAX_CLASS_THRESHOLDS]),
 }
 
 # Without valid scenes with masks (CIFAR-10): seed 000's logit 0 is attention 0.5.
 DEFAULTS = {"attention": {"logit_threshold": 0.0}, "cam": {"class_threshold": 0.2, "threshold": 0.5},
-            "gradcam": {"class_threshold": 0.2, "threshold": 0.5}, "argmax": {"threshold": 0.5}}  # fmt: skip
+            "gradcam": {"class_threshold": 0.2, "threshold": 0.5},
+            "argmax": {"class_threshold": 0.0, "threshold": 0.5}}  # fmt: skip
 
 
 def collect(
@@ -178,8 +199,12 @@ def collect(
         with torch.set_grad_enabled(grad), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             parts.append(scorer(task, model, x))
         truth.append(masks.cpu())
-    parts = [type(p)(*(getattr(p, k).cpu() for k in p.__dataclass_fields__)) for p in parts]
+    parts = [_on_cpu(p) for p in parts]
     return type(parts[0]).cat(parts), torch.cat(truth)
+
+
+def _on_cpu(scores: PixelScores | RankedMaps) -> PixelScores | RankedMaps:
+    return type(scores)(*(getattr(scores, k).detach().cpu() for k in scores.__dataclass_fields__))
 
 
 def measure_masks(pred: torch.Tensor, truth: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
@@ -206,10 +231,45 @@ def choose(scores: PixelScores | RankedMaps, truth: torch.Tensor, grid: list[dic
     return grid[index], best
 
 
+def foreground(scores: PixelScores | RankedMaps, params: dict[str, float]) -> tuple[PixelScores, float]:
+    """Any rule's scores as one class and one score per pixel, and the score above which a pixel is an item."""
+    if isinstance(scores, RankedMaps):
+        return scores.pixel_scores(params["class_threshold"]), params["threshold"]
+    return scores, params["logit_threshold"] if "logit_threshold" in params else params["threshold"]
+
+
+def rule_masks(scores: PixelScores | RankedMaps, params: dict[str, float], images: torch.Tensor,
+               crf: dict[str, float] | None) -> torch.Tensor:  # fmt: skip
+    """The masks of a rule's ``params``, refined by the CRF setting ``crf`` where there is one."""
+    if crf is None:
+        return scores.masks(**params)[0]
+    pixels, threshold = foreground(scores, params)
+    return refined_masks(pixels.classes, pixels.scores, threshold, images, crf)
+
+
+def _measure_rule(rule: str, task: Any, model: nn.Module, loaders: dict[str, Any], names: list[str],
+                  bf16: bool) -> dict[str, Any]:  # fmt: skip
+    scorer, grid = RULES[rule]
+    params, valid_iou, crf, crf_valid_iou = DEFAULTS[rule], None, None, None
+    if "valid" in loaders:
+        scores, truth = collect(scorer, task, model, loaders["valid"], bf16=bf16)
+        params, valid_iou = choose(scores, truth, grid, len(names))
+        pixels, threshold = foreground(scores, params)
+        crf, crf_valid_iou = choose_refinement(pixels.classes, pixels.scores, threshold, loaders["valid"].data.images,
+                                               truth, lambda m, t: mean_iou(m, t, len(names)))  # fmt: skip
+    scores, truth = collect(scorer, task, model, loaders["test"], bf16=bf16)
+    images = loaders["test"].data.images
+    result = {"params": params, "valid_mean_iou": valid_iou, **measure_masks(scores.masks(**params)[0], truth, names)}
+    result["crf"] = None if crf is None else {
+        "params": crf, "valid_mean_iou": crf_valid_iou,
+        **measure_masks(rule_masks(scores, params, images, crf), truth, names)}  # fmt: skip
+    return result
+
+
 def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
                 precision: str) -> dict[str, Any]:  # fmt: skip
-    """Choose each of the task's mask rules' thresholds on the valid scenes, measure them on the test scenes, write
-    ``segmentation.json``; the summary's fields. Nothing for data without masks (CIFAR-10)."""
+    """Choose each of the task's mask rules' thresholds and CRF on the valid scenes, measure them on the test scenes,
+    write ``segmentation.json``; the summary's fields. Nothing for data without masks (CIFAR-10)."""
     if not info.get("masks"):
         return {}
     names = [info["background"], *info["classes"]]
@@ -217,35 +277,33 @@ def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: P
     results = {}
     for rule in rules:
         started = time.perf_counter()
-        scorer, grid = RULES[rule]
-        params, valid_iou = DEFAULTS[rule], None
-        if "valid" in loaders and len(grid) > 1:
-            scores, truth = collect(scorer, task, model, loaders["valid"], bf16=precision == "bf16")
-            params, valid_iou = choose(scores, truth, grid, len(names))
-        scores, truth = collect(scorer, task, model, loaders["test"], bf16=precision == "bf16")
-        figures = measure_masks(scores.masks(**params)[0], truth, names)
-        results[rule] = {"params": params, "valid_mean_iou": valid_iou, **figures,
-                         "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-        print(
-            f"{rule} masks: mean IoU {figures['mean_iou']:.4f} on the test scenes ({params}, chosen on "
-            f"{'the valid scenes' if valid_iou is not None else 'no valid scenes: the default'})",
-            flush=True,
-        )
+        results[rule] = _measure_rule(rule, task, model, loaders, names, bf16=precision == "bf16")
+        results[rule]["seconds"] = round(time.perf_counter() - started, 1)
+        raw, crf = results[rule], results[rule]["crf"]
+        chosen = "the valid scenes" if raw["valid_mean_iou"] is not None else "no valid scenes: the default"
+        refined = (f"; refined by the CRF {crf['params']}: {crf['mean_iou']:.4f}" if crf
+                   else "; no CRF setting beat the raw masks on the valid scenes")  # fmt: skip
+        print(f"{rule} masks: mean IoU {raw['mean_iou']:.4f} on the test scenes ({raw['params']}, chosen on {chosen})"
+              f"{refined if raw['valid_mean_iou'] is not None else ''}", flush=True)  # fmt: skip
     if "gradcam" in results:
         results["gradcam"]["layer"] = gradcam_layer(model).removeprefix("net.")
     (run_dir / SEGMENTATION_FILE).write_text(json.dumps({"classes": names, "rules": results}, indent=2) + "\n")
-    return {"segmentation": {rule: {"mean_iou": r["mean_iou"], **r["params"]} for rule, r in results.items()}}
+    return {"segmentation": {rule: {"mean_iou": (r["crf"] or r)["mean_iou"], "raw_mean_iou": r["mean_iou"],
+                                    **r["params"], "crf": r["crf"] and r["crf"]["params"]}
+                             for rule, r in results.items()}}  # fmt: skip
 
 
-def read_rule(run_dir: Path, task: Any) -> tuple[str, dict[str, float]]:
-    """The run's own mask rule and the parameters chosen for it (defaults for a run trained without masks)."""
+def read_rule(run_dir: Path, task: Any) -> tuple[str, dict[str, float], dict[str, float] | None]:
+    """The run's own mask rule, the parameters chosen for it (defaults for a run trained without masks) and its CRF
+    setting (``None``: raw masks)."""
     rule = task.rule
     path = run_dir / SEGMENTATION_FILE
     if path.is_file():
         rules = json.loads(path.read_text())["rules"]
         if rule in rules:
-            return rule, rules[rule]["params"]
-    return rule, DEFAULTS[rule]
+            crf = rules[rule].get("crf")
+            return rule, rules[rule]["params"], crf and crf["params"]
+    return rule, DEFAULTS[rule], None
 
 
 def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, Any]]:
@@ -261,7 +319,7 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
     if not hasattr(run.task, "rule"):
         raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: segment needs a class-map run (task weakseg "
                         "or segment)")  # fmt: skip
-    rule, params = read_rule(run.run_dir, run.task)
+    rule, params, crf = read_rule(run.run_dir, run.task)
     scorer = RULES[rule][0]
     size, channels = tuple(run.info["image_size"]), run.info["channels"]
     names = [run.info.get("background", "background"), *run.classes]
@@ -275,13 +333,16 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
             raise UserError(f"input image '{path}' does not exist")
         image = decode_image(path, channels)
         original = tuple(image.shape[-2:])
-        x = image if original == size else TF.resize(image, list(size), antialias=True)
+        pixels = image if original == size else TF.resize(image, list(size), antialias=True)
         if original != size:
             print(f"note: {path} is {original[1]}x{original[0]}; resized to {size[1]}x{size[0]}, the size the model "
                   "was trained on, and its mask scaled back to the image", flush=True)  # fmt: skip
-        x = normalize(x[None].float().div(255).to(run.device))
+        x = normalize(pixels[None].float().div(255).to(run.device))
         with torch.set_grad_enabled(scorer is gradcam_scores):
-            masks, saturation = scorer(run.task, run.model, x).masks(**params)
+            scores = _on_cpu(scorer(run.task, run.model, x))
+        masks, saturation = scores.masks(**params)
+        if crf is not None:  # the refinement the run chose on its valid scenes
+            masks = rule_masks(scores, params, pixels[None].cpu(), crf)
         mask = F.interpolate(masks[:, None].float().cpu(), size=original, mode="nearest")[0, 0].long()
         saturation = F.interpolate(saturation[:, None].float().cpu(), size=original, mode="bilinear")[0, 0]
         stem = path.stem if path.stem not in used else f"{path.stem}-{len(used)}"
@@ -296,5 +357,7 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
                  for c in counts.argsort(descending=True).tolist() if counts[c] > 0]  # fmt: skip
         results.append({"image": str(path), "mask": str(out / f"{stem}-mask.png"),
                         "overlay": str(out / f"{stem}-overlay.png"), "classes": found})  # fmt: skip
-    (out / "segments.json").write_text(json.dumps({"rule": rule, "params": params, "images": results}, indent=2) + "\n")
+    (out / "segments.json").write_text(
+        json.dumps({"rule": rule, "params": params, "crf": crf, "images": results}, indent=2) + "\n"
+    )
     return results
