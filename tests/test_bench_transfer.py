@@ -5,6 +5,7 @@ import json
 import pytest
 
 from convscope import api, bench_transfer
+from convscope.bench_runs import timed_run
 from convscope.errors import UserError
 
 
@@ -22,13 +23,13 @@ def test_a_finished_run_is_kept_and_an_interrupted_one_resumed(tmp_path, monkeyp
     (finished / "summary.json").write_text(json.dumps({"test_accuracy": 0.9}))
     (interrupted / "checkpoints").mkdir(parents=True)
 
-    summary, wall = bench_transfer._timed_run("cifar5-pretrain", {}, finished)
+    summary, wall = timed_run("cifar5-pretrain", {}, finished)
     assert (summary["test_accuracy"], wall, calls) == (0.9, None, [])
 
-    summary, wall = bench_transfer._timed_run("cifar5-fewshot", {}, interrupted)
+    summary, wall = timed_run("cifar5-fewshot", {}, interrupted)
     assert calls == [("interrupted", True)] and summary["test_accuracy"] == 0.5 and wall >= 0
 
-    summary, _ = bench_transfer._timed_run("cifar5-fewshot", {}, tmp_path / "fresh")
+    summary, _ = timed_run("cifar5-fewshot", {}, tmp_path / "fresh")
     assert calls[-1] == ("fresh", False)
 
 

@@ -147,8 +147,8 @@ def run_benchmark(
     run_dir: Path | None = None,
     target: float | None = None,
 ) -> dict:
-    """Run benchmark ``name``. ``run_dir``: the transfer study's folder, continued if it exists; for the
-    inference benchmark, a trained run to measure instead of training one."""
+    """Run benchmark ``name``. ``run_dir``: the transfer or weakseg study's folder, continued if it exists; for
+    the inference benchmark, a trained run to measure instead of training one."""
     from convscope import api
 
     if name == "transfer":
@@ -159,10 +159,12 @@ def run_benchmark(
         return bench_inference.run_inference_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
         )
-    if run_dir is not None:
-        raise UserError(f"--run-dir is for the transfer and inference benchmarks, not for benchmark {name!r}")
     if name == "weakseg":
-        return bench_weakseg.run_weakseg_study(out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine())
+        return bench_weakseg.run_weakseg_study(
+            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
+        )
+    if run_dir is not None:
+        raise UserError(f"--run-dir is for the transfer, weakseg and inference benchmarks, not for benchmark {name!r}")
     if name == "splitbrain":
         return bench_splitbrain.run_splitbrain_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()

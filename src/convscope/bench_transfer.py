@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from statistics import fmean
 
+from convscope.bench_runs import timed_run
 from convscope.config import load_recipe
 
 PRETRAIN_RECIPE = "cifar5-pretrain"
@@ -24,19 +25,6 @@ FEWSHOT_RECIPE = "cifar5-fewshot"
 GOAL_POINTS = 0.10
 DRAWS = (0, 1, 2)
 GOAL = "transfer beats scratch by >= 10 accuracy points (ResNet-18, 5 new CIFAR-10 classes, 100 labels each)"
-
-
-def _timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[dict, float | None]:
-    """Train one run of the study; a finished run in ``out`` is kept and an interrupted one resumed, so a
-    long study survives a restart. The wall time is None for a run finished earlier."""
-    from convscope import api
-
-    if (out / "summary.json").exists():
-        print(f"kept the finished run {out}")
-        return json.loads((out / "summary.json").read_text()), None
-    started = time.perf_counter()
-    api.train(load_recipe(recipe_name, overrides), out=out, resume=(out / "checkpoints").exists())
-    return json.loads((out / "summary.json").read_text()), time.perf_counter() - started
 
 
 def _rounded(seconds: float | None) -> float | None:
@@ -54,8 +42,8 @@ def _draw(seed: int, overrides: dict[str, str], root: Path) -> dict:
     # lrs and frozen statistics protect pre-trained layers; on random weights they would only hold them back).
     scratch_overrides = {**seeded, "transfer.freeze_epochs": "0", "transfer.layer_lr_decay": "1",
                          "transfer.freeze_bn_stats": "false"}  # fmt: skip
-    scratch, scratch_wall = _timed_run(FEWSHOT_RECIPE, scratch_overrides, root / f"scratch-seed{seed}")
-    transfer, transfer_wall = _timed_run(
+    scratch, scratch_wall = timed_run(FEWSHOT_RECIPE, scratch_overrides, root / f"scratch-seed{seed}")
+    transfer, transfer_wall = timed_run(
         FEWSHOT_RECIPE, {**seeded, "transfer.init": str(root / "pretrain")}, root / f"transfer-seed{seed}"
     )
     return {
@@ -88,7 +76,7 @@ def run_transfer_study(
     seeds = (load_recipe(FEWSHOT_RECIPE, overrides).train.seed,) if "train.seed" in overrides else DRAWS
     overrides.pop("train.seed", None)
     root = run_dir or Path("runs") / f"bench-transfer-{time.strftime('%Y%m%d-%H%M%S')}"
-    pretrain, pretrain_wall = _timed_run(PRETRAIN_RECIPE, overrides, root / "pretrain")
+    pretrain, pretrain_wall = timed_run(PRETRAIN_RECIPE, overrides, root / "pretrain")
     draws = [_draw(seed, overrides, root) for seed in seeds]
     scratch_mean = fmean([d["scratch_accuracy"] for d in draws])
     transfer_mean = fmean([d["transfer_accuracy"] for d in draws])

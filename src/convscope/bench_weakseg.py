@@ -16,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+from convscope.bench_runs import timed_run
 from convscope.config import load_recipe
 
 RECIPES = {"weak": "fashion-scenes-weakseg", "cam": "fashion-scenes-cam", "supervised": "fashion-scenes-supervised"}
@@ -30,32 +31,33 @@ GOAL = (f"weak_miou >= {RATIO_GOAL} x supervised_miou and >= cam_miou + {MARGIN_
 
 
 def _train(recipe_name: str, overrides: dict[str, str], out: Path) -> dict:
-    from convscope import api
-
+    """One run of the study (a finished one kept: its wall time and load are then None) and its mask figures."""
     load = os.getloadavg()[0]
-    started = time.perf_counter()
-    api.train(load_recipe(recipe_name, overrides), out=out)
-    summary = json.loads((out / "summary.json").read_text())
-    return {"summary": summary, "wall_seconds": round(time.perf_counter() - started, 1),
-            "load_average_start": round(load, 2), "load_average_end": round(os.getloadavg()[0], 2),
+    summary, wall = timed_run(recipe_name, overrides, out)
+    kept = wall is None
+    return {"summary": summary, "wall_seconds": None if kept else round(wall, 1),
+            "load_average_start": None if kept else round(load, 2),
+            "load_average_end": None if kept else round(os.getloadavg()[0], 2),
             "segmentation": json.loads((out / "segmentation.json").read_text())["rules"]}  # fmt: skip
 
 
-def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, results_dir: Path, machine: dict) -> dict:
-    """Train the three runs under ``runs/bench-weakseg-<time>/``, print the table, write the JSON."""
+def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, results_dir: Path, machine: dict,
+                      run_dir: Path | None = None) -> dict:  # fmt: skip
+    """Train the three runs under ``run_dir`` (default ``runs/bench-weakseg-<time>/``; finished runs in an existing
+    one are kept, an interrupted one resumed), print the table, write the JSON."""
     overrides = overrides or {}
-    root = Path("runs") / f"bench-weakseg-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = run_dir or Path("runs") / f"bench-weakseg-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = {name: _train(recipe, overrides, root / name) for name, recipe in RECIPES.items()}
     models = {}
     for model, (run, rule) in MODELS.items():
         raw = runs[run]["segmentation"][rule]
-        figures = raw["crf"] or raw  # the CRF-refined masks where the valid scenes chose a CRF
+        figures = raw.get("crf") or raw  # the CRF-refined masks where the valid scenes chose a CRF
         summary = runs[run]["summary"]
         models[model] = {
             "run": run,
             "mask_rule": rule,
             "params": raw["params"],
-            "crf": figures["params"] if raw["crf"] else None,
+            "crf": figures["params"] if raw.get("crf") else None,
             "mean_iou": figures["mean_iou"],
             "raw_mean_iou": raw["mean_iou"],
             "per_class_iou": figures["per_class_iou"],
@@ -66,7 +68,7 @@ def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, res
             "valid_mean_iou": figures["valid_mean_iou"],
             "image_accuracy": summary["test_accuracy"],
             "train_seconds": summary["train_seconds"],
-            "mask_seconds": figures["seconds"],
+            "mask_seconds": raw["seconds"],
             **({"layer": figures["layer"]} if "layer" in figures else {}),
         }
     miou = {model: row["mean_iou"] for model, row in models.items()}

@@ -124,7 +124,7 @@ def build_parser() -> Parser:
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     bench.add_argument(
         "--run-dir",
-        help="transfer: the study's folder, continued if it exists; inference: measure this trained run",
+        help="transfer, weakseg: the study's folder, continued if it exists; inference: measure this trained run",
     )
     bench.add_argument(
         "--target", type=float, help="speed-*: the test accuracy to race to (default: the benchmark's own)"

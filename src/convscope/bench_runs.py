@@ -1,0 +1,22 @@
+"""What the benchmark studies share: one training run that a restarted study keeps or resumes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from convscope.config import load_recipe
+
+
+def timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[dict, float | None]:
+    """Train one run of a study; a finished run in ``out`` is kept and an interrupted one resumed, so a long study
+    survives a restart. The wall time is None for a run finished earlier."""
+    from convscope import api
+
+    if (out / "summary.json").exists():
+        print(f"kept the finished run {out}")
+        return json.loads((out / "summary.json").read_text()), None
+    started = time.perf_counter()
+    api.train(load_recipe(recipe_name, overrides), out=out, resume=(out / "checkpoints").exists())
+    return json.loads((out / "summary.json").read_text()), time.perf_counter() - started
