@@ -110,3 +110,9 @@ def test_gpu_batches_equal_cpu_batches() -> None:
     for (x, y), (gx, gy) in zip(cpu, gpu, strict=True):
         assert gx.device.type == "cuda" and torch.equal(gy.cpu(), y)
         torch.testing.assert_close(gx.cpu(), x, atol=1e-4, rtol=0)
+
+
+def test_spread_takes_samples_evenly_from_first_to_last() -> None:
+    loader = _loader(_data(n=10), shuffle=False)
+    assert loader.spread(4)[1].tolist() == [0, 3, 6, 9]  # labels are the sample indices
+    assert loader.spread(50)[1].tolist() == list(range(10))  # never more than the data holds

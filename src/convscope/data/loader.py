@@ -101,6 +101,11 @@ class IndexLoader:
         for b in range(start_batch, len(self)):
             yield self._batch(order[b * self.batch_size : (b + 1) * self.batch_size], epoch, b)
 
+    def spread(self, count: int) -> tuple[torch.Tensor, ...]:
+        """A batch of ``count`` samples evenly spaced over the data, first to last: every class shows even where the
+        data is stored sorted by class (a CIFAR-10 valid split), for the pictures drawn after each epoch."""
+        return self._batch(torch.linspace(0, self.size - 1, min(count, self.size)).long(), 0, 0)
+
     def _batch(self, index: torch.Tensor, epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples at ``index`` (CPU int64), batch ``batch`` of epoch ``epoch``, as (inputs, labels)."""
         raise NotImplementedError

@@ -79,7 +79,7 @@ def save_palette_png(mask: torch.Tensor, num_classes: int, path: Path) -> None:
 
 
 class HsvGridCallback(Callback):
-    """After each epoch, ``hsv-epoch-NN.png`` in ``folder`` for the first ``GRID_IMAGES`` images of ``loader``."""
+    """After each epoch, ``hsv-epoch-NN.png`` in ``folder`` for ``GRID_IMAGES`` images spread over ``loader``'s data."""
 
     def __init__(self, loader: Any, info: dict[str, Any], folder: Path) -> None:
         self.loader, self.classes, self.folder = loader, info["classes"], folder
@@ -88,7 +88,7 @@ class HsvGridCallback(Callback):
     def on_epoch_end(self, trainer: Any, row: dict[str, float]) -> None:
         if not trainer.is_main:
             return
-        x = next(iter(self.loader))[0][:GRID_IMAGES]
+        x = self.loader.spread(GRID_IMAGES)[0]
         model = trainer.model
         was_training = model.training
         model.eval()
