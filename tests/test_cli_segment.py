@@ -30,6 +30,8 @@ def test_segment_writes_palette_masks_overlays_and_the_classes_found(capsys, tmp
     chosen = json.loads((run / "segmentation.json").read_text())["rules"]["attention"]
     assert -2 <= chosen["params"]["logit_threshold"] <= 15.5 and "per_class_iou" in chosen
     assert "crf" in chosen  # the CRF setting chosen on the valid scenes, or None where none beat the raw masks
+    assert len(chosen["sweep"]) == 36 and chosen["crf_sweep"][0]["crf"] is None  # the protocol, every setting
+    assert (run / "plots" / "threshold-sweep-attention.png").is_file()
     assert (run / "plots" / "hsv-epoch-01.png").is_file()
     assert "segmentation" in json.loads((run / "summary.json").read_text())
 

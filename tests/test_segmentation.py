@@ -29,8 +29,21 @@ def test_threshold_is_chosen_by_mean_iou_on_validation_masks():
     truth = torch.tensor([[[1, 1, 0, 0]]])
     scores = PixelScores(torch.zeros(1, 1, 4, dtype=torch.long), torch.tensor([[[0.9, 0.7, 0.4, 0.1]]]))
     grid = [{"threshold": t} for t in (0.05, 0.3, 0.5, 0.8)]
-    params, iou = choose(scores, truth, grid, 3)
+    params, iou, sweep = choose(scores, truth, grid, 3)
     assert params == {"threshold": 0.5} and iou == pytest.approx(1.0)
+    assert [row["threshold"] for row in sweep] == [0.05, 0.3, 0.5, 0.8]  # every setting tried, with its IoU
+    assert sweep[2]["valid_mean_iou"] == iou and sweep[0]["valid_mean_iou"] < iou
+
+
+def test_threshold_sweep_plot_draws_one_line_per_class_threshold(tmp_path):
+    from convscope.report.segmentation import plot_threshold_sweep
+
+    sweep = [{"class_threshold": c, "threshold": t, "valid_mean_iou": c + t} for c in (0.1, 0.2) for t in (0.3, 0.5)]
+    path = tmp_path / "sweep.png"
+    plot_threshold_sweep("cam", sweep, {"class_threshold": 0.2, "threshold": 0.5}, path)
+    assert path.stat().st_size > 1000
+    with pytest.raises(StopIteration):  # the chosen setting must be one of the sweep's
+        plot_threshold_sweep("cam", sweep, {"class_threshold": 0.9, "threshold": 0.5}, tmp_path / "bad.png")
 
 
 def test_measured_masks_match_hand_computed_iou_sa_and_pixel_accuracy():

@@ -40,6 +40,7 @@ from convscope.errors import UserError
 from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
 from convscope.refine import choose_refinement, refined_masks
+from convscope.report.segmentation import plot_threshold_sweep
 from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
@@ -225,10 +226,10 @@ def mean_iou(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
 
 
 def choose(scores: PixelScores | RankedMaps, truth: torch.Tensor, grid: list[dict[str, float]], classes: int):
-    """The parameters of ``grid`` with the best mean IoU, and that IoU."""
-    tried = [(mean_iou(scores.masks(**params)[0], truth, classes), index) for index, params in enumerate(grid)]
-    best, index = max(tried)
-    return grid[index], best
+    """The parameters of ``grid`` with the best mean IoU, that IoU, and the sweep: every setting with its IoU."""
+    sweep = [{**params, "valid_mean_iou": mean_iou(scores.masks(**params)[0], truth, classes)} for params in grid]
+    best = max(range(len(grid)), key=lambda index: sweep[index]["valid_mean_iou"])
+    return grid[best], sweep[best]["valid_mean_iou"], sweep
 
 
 def foreground(scores: PixelScores | RankedMaps, params: dict[str, float]) -> tuple[PixelScores, float]:
@@ -250,16 +251,19 @@ def rule_masks(scores: PixelScores | RankedMaps, params: dict[str, float], image
 def _measure_rule(rule: str, task: Any, model: nn.Module, loaders: dict[str, Any], names: list[str],
                   bf16: bool) -> dict[str, Any]:  # fmt: skip
     scorer, grid = RULES[rule]
-    params, valid_iou, crf, crf_valid_iou = DEFAULTS[rule], None, None, None
+    params, valid_iou, crf, crf_valid_iou, sweep, crf_sweep = DEFAULTS[rule], None, None, None, [], []
     if "valid" in loaders:
         scores, truth = collect(scorer, task, model, loaders["valid"], bf16=bf16)
-        params, valid_iou = choose(scores, truth, grid, len(names))
+        params, valid_iou, sweep = choose(scores, truth, grid, len(names))
         pixels, threshold = foreground(scores, params)
-        crf, crf_valid_iou = choose_refinement(pixels.classes, pixels.scores, threshold, loaders["valid"].data.images,
-                                               truth, lambda m, t: mean_iou(m, t, len(names)))  # fmt: skip
+        crf, crf_valid_iou, crf_sweep = choose_refinement(
+            pixels.classes, pixels.scores, threshold, loaders["valid"].data.images, truth,
+            lambda m, t: mean_iou(m, t, len(names)))  # fmt: skip
     scores, truth = collect(scorer, task, model, loaders["test"], bf16=bf16)
     images = loaders["test"].data.images
-    result = {"params": params, "valid_mean_iou": valid_iou, **measure_masks(scores.masks(**params)[0], truth, names)}
+    result = {"params": params, "valid_mean_iou": valid_iou, **measure_masks(scores.masks(**params)[0], truth, names),
+              "sweep": sweep, "crf_sweep": [{**{k: v for k, v in row.items() if k != "score"},
+                                             "valid_mean_iou": row["score"]} for row in crf_sweep]}  # fmt: skip
     result["crf"] = None if crf is None else {
         "params": crf, "valid_mean_iou": crf_valid_iou,
         **measure_masks(rule_masks(scores, params, images, crf), truth, names)}  # fmt: skip
@@ -269,7 +273,8 @@ def _measure_rule(rule: str, task: Any, model: nn.Module, loaders: dict[str, Any
 def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
                 precision: str) -> dict[str, Any]:  # fmt: skip
     """Choose each of the task's mask rules' thresholds and CRF on the valid scenes, measure them on the test scenes,
-    write ``segmentation.json``; the summary's fields. Nothing for data without masks (CIFAR-10)."""
+    write ``segmentation.json`` (with every setting tried and its valid mean IoU) and a plot of the threshold sweep
+    per rule (``plots/threshold-sweep-RULE.png``); the summary's fields. Nothing for data without masks (CIFAR-10)."""
     if not info.get("masks"):
         return {}
     names = [info["background"], *info["classes"]]
@@ -279,6 +284,9 @@ def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: P
         started = time.perf_counter()
         results[rule] = _measure_rule(rule, task, model, loaders, names, bf16=precision == "bf16")
         results[rule]["seconds"] = round(time.perf_counter() - started, 1)
+        if results[rule]["sweep"]:
+            plot_threshold_sweep(rule, results[rule]["sweep"], results[rule]["params"],
+                                 run_dir / "plots" / f"threshold-sweep-{rule}.png")  # fmt: skip
         raw, crf = results[rule], results[rule]["crf"]
         chosen = "the valid scenes" if raw["valid_mean_iou"] is not None else "no valid scenes: the default"
         refined = (f"; refined by the CRF {crf['params']}: {crf['mean_iou']:.4f}" if crf

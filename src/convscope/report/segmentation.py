@@ -102,3 +102,24 @@ class HsvGridCallback(Callback):
         epoch = int(row["epoch"])
         title = f"{self.dataset} epoch {epoch:02d}{shown}"
         plot_hsv_grid(x, maps, self.classes, self.folder / f"hsv-epoch-{epoch:02d}.png", title)
+
+
+def plot_threshold_sweep(rule: str, sweep: list[dict[str, float]], chosen: dict[str, float], path: Path) -> None:
+    """Valid mean IoU against the rule's threshold, one line per value of its other parameter (CAM's class
+    threshold), the chosen setting marked: the curve ReCAM's users draw by hand to pick a background threshold."""
+    keys = [k for k in sweep[0] if k != "valid_mean_iou"]
+    x_key = max(keys, key=lambda k: len({row[k] for row in sweep}))  # the parameter swept most finely
+    other = [k for k in keys if k != x_key]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for value in sorted({tuple(row[k] for k in other) for row in sweep}):
+        rows = [row for row in sweep if tuple(row[k] for k in other) == value]
+        label = ", ".join(f"{k} {v:g}" for k, v in zip(other, value, strict=True)) or None
+        ax.plot([row[x_key] for row in rows], [row["valid_mean_iou"] for row in rows], marker=".", label=label)
+    best = next(row for row in sweep if all(row[k] == chosen[k] for k in keys))
+    ax.plot([best[x_key]], [best["valid_mean_iou"]], "k*", markersize=12, label=f"chosen: {best['valid_mean_iou']:.3f}")
+    ax.set(
+        xlabel=x_key.replace("_", " "), ylabel="mean IoU on the valid scenes", title=f"{rule} masks: threshold sweep"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
