@@ -39,7 +39,7 @@ from torchmetrics.segmentation import MeanIoU
 from convscope.errors import UserError
 from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
-from convscope.refine import choose_refinement, refined_masks
+from convscope.refine import CHOOSE_ON, choose_refinement, crf_grid, refined_masks
 from convscope.report.segmentation import plot_threshold_sweep
 from convscope.tasks.weakseg import class_maps
 
@@ -256,6 +256,8 @@ def _measure_rule(rule: str, task: Any, model: nn.Module, loaders: dict[str, Any
         scores, truth = collect(scorer, task, model, loaders["valid"], bf16=bf16)
         params, valid_iou, sweep = choose(scores, truth, grid, len(names))
         pixels, threshold = foreground(scores, params)
+        print(f"{rule} masks: choosing a dense CRF on {min(len(truth), CHOOSE_ON)} valid scenes "
+              f"({len(crf_grid(1.0))} settings)", flush=True)  # fmt: skip
         crf, crf_valid_iou, crf_sweep = choose_refinement(
             pixels.classes, pixels.scores, threshold, loaders["valid"].data.images, truth,
             lambda m, t: mean_iou(m, t, len(names)))  # fmt: skip
