@@ -82,3 +82,18 @@ def test_bad_scene_counts_and_a_mask_task_on_image_labels_are_errors(capsys, tmp
     code, _, err = cli(capsys, "train", "--recipe", "fashion-scenes-supervised", "--data", "fashion-mnist",
                        "--out", tmp_path / "b", *TINY)  # fmt: skip
     assert code == 2 and "pixel masks" in err
+
+
+def test_one_class_from_image_labels_trains_and_draws_its_maps(capsys, tmp_path):
+    # USER-ASKS (PSA #14): binary and custom data, one class and the background, must work.
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        (tmp_path / "one" / split / "cat").mkdir(parents=True)
+        for i in range(12):
+            image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "one" / split / "cat" / f"{i}.png")
+    code, out, err = cli(capsys, "train", "--recipe", "cifar10-weakseg", "--data", f"imagefolder:{tmp_path / 'one'}",
+                         "--out", tmp_path / "run", "--epochs", "1", "--set", "model.widths=[4,4,4,4]",
+                         "--set", "train.batch_size=8")  # fmt: skip
+    assert code == 0, err
+    assert "1 class: cat" in out and (tmp_path / "run" / "plots" / "hsv-epoch-01.png").is_file()

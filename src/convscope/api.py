@@ -80,7 +80,7 @@ def train(
     shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
     _say(
         f"data: {info['dataset']} ({sizes['train']} train / {sizes['valid']} valid / {sizes['test']} test; "
-        f"{len(classes)} classes: {shown})"
+        f"{len(classes)} class{'es' if len(classes) != 1 else ''}: {shown})"
     )
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
