@@ -66,6 +66,8 @@ bench: setup
 	$(BIN)/convscope bench spanish-names
 	$(BIN)/convscope bench explain
 	$(BIN)/convscope bench transfer
+	$(BIN)/convscope bench weakseg
+	$(BIN)/convscope bench cifar10-weakseg
 	$(BIN)/convscope bench splitbrain
 	$(BIN)/convscope bench speed-fashion
 	$(BIN)/convscope bench speed-cifar10

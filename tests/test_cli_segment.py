@@ -97,3 +97,9 @@ def test_one_class_from_image_labels_trains_and_draws_its_maps(capsys, tmp_path)
                          "--set", "train.batch_size=8")  # fmt: skip
     assert code == 0, err
     assert "1 class: cat" in out and (tmp_path / "run" / "plots" / "hsv-epoch-01.png").is_file()
+
+    from convscope import api
+    from convscope.report.segmentation import plot_run_hsv_grid
+
+    plot_run_hsv_grid(api.load_run(tmp_path / "run", device="cpu"), tmp_path / "final.png")  # what the bench draws
+    assert Image.open(tmp_path / "final.png").size[0] > 200

@@ -37,7 +37,7 @@ def test_refinement_is_chosen_on_validation_masks_and_dropped_when_it_does_not_h
     score_of = lambda masks, t: mean_iou(masks, t, 2)  # noqa: E731
     crf, best, sweep = choose_refinement(classes, scores, 0.0, image, truth, score_of)
     assert crf in crf_grid(float(scores.std())) and best > 0.9
-    assert sweep[0]["crf"] is None and sweep[0]["score"] < best - 0.2 and len(sweep) == 1 + len(crf_grid(1.0))
+    assert sweep[0]["crf"] is None and sweep[0]["valid_mean_iou"] < best - 0.2 and len(sweep) == 1 + len(crf_grid(1.0))
     exact = truth.float() * 2 - 1  # scores already exactly the item: nothing to gain
     crf, best, _ = choose_refinement(classes, exact, 0.0, image, truth, score_of)
     assert crf is None and best == 1.0

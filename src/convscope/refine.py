@@ -68,14 +68,14 @@ def choose_refinement(classes: torch.Tensor, scores: torch.Tensor, threshold: fl
                       truth: torch.Tensor, score_of: Callable[[torch.Tensor, torch.Tensor], float]):  # fmt: skip
     """The CRF setting with the best ``score_of(masks, truth)`` on the first ``CHOOSE_ON`` validation scenes, or
     ``None`` where no setting beats the raw masks there; the winner's score; and the sweep, each setting with its
-    score (the raw masks first, as ``{"crf": None}``)."""
+    score as ``valid_mean_iou`` (the raw masks first, as ``{"crf": None}``)."""
     part = slice(0, CHOOSE_ON)
     classes, scores, images, truth = classes[part], scores[part], images[part], truth[part]
     best, best_score = None, score_of(torch.where(scores.float() > threshold, classes.long() + 1, 0), truth)
-    sweep = [{"crf": None, "score": best_score}]
+    sweep = [{"crf": None, "valid_mean_iou": best_score}]
     for params in crf_grid(float(scores.float().std())):
         score = score_of(refined_masks(classes, scores, threshold, images, params), truth)
-        sweep.append({**params, "score": score})
+        sweep.append({**params, "valid_mean_iou": score})
         if score > best_score:
             best, best_score = params, score
     return best, best_score, sweep

@@ -264,8 +264,7 @@ def _measure_rule(rule: str, task: Any, model: nn.Module, loaders: dict[str, Any
     scores, truth = collect(scorer, task, model, loaders["test"], bf16=bf16)
     images = loaders["test"].data.images
     result = {"params": params, "valid_mean_iou": valid_iou, **measure_masks(scores.masks(**params)[0], truth, names),
-              "sweep": sweep, "crf_sweep": [{**{k: v for k, v in row.items() if k != "score"},
-                                             "valid_mean_iou": row["score"]} for row in crf_sweep]}  # fmt: skip
+              "sweep": sweep, "crf_sweep": crf_sweep}  # fmt: skip
     result["crf"] = None if crf is None else {
         "params": crf, "valid_mean_iou": crf_valid_iou,
         **measure_masks(rule_masks(scores, params, images, crf), truth, names)}  # fmt: skip

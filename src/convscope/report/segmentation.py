@@ -123,3 +123,13 @@ def plot_threshold_sweep(rule: str, sweep: list[dict[str, float]], chosen: dict[
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def plot_run_hsv_grid(run: Any, path: Path) -> None:
+    """Seed 000's picture for a trained run: ``GRID_IMAGES`` test images spread over its test set, final model."""
+    loader = run.modality.evaluation_loader(run.recipe, run.info, run.recipe.data.name, run.device)
+    x = loader.spread(GRID_IMAGES)[0]
+    run.model.eval()
+    with torch.inference_mode():
+        maps = run.model(x)
+    plot_hsv_grid(x, maps, run.classes, path, f"{run.info['dataset']} test images, final model")
