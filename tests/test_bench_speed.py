@@ -15,9 +15,11 @@ from tests.data.helpers import make_imagefolder
 
 @pytest.fixture
 def overrides(tmp_path) -> dict[str, str]:
-    """Fashion-MNIST's recipe on a tiny generated folder: fastnet-small, 2 epochs of 3 batches."""
+    """Fashion-MNIST's recipe on a tiny generated folder: fastnet-small, 2 epochs of 3 batches, with the crops and
+    flips the systems must draw alike (the recipe itself trains without augmentation)."""
     folder = make_imagefolder(tmp_path / "pets", ("cat", "dog"), per_class=12, size=(16, 16), splits=("train", "test"))
-    return {"data.name": f"imagefolder:{folder}", "train.batch_size": "8", "train.epochs": "2"}
+    return {"data.name": f"imagefolder:{folder}", "train.batch_size": "8", "train.epochs": "2",
+            "augment.crop_padding": "2", "augment.hflip": "true"}  # fmt: skip
 
 
 def test_bare_loop_trains_exactly_what_convscope_trains(overrides, tmp_path):

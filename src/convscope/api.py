@@ -35,6 +35,8 @@ from convscope.metrics.classification import summarize as summarize_classificati
 from convscope.models import create_model
 from convscope.models.tta import TestTimeAugmented, tta_geometry
 from convscope.models.weights import load_initial_weights
+from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
+from convscope.models.whitening import PatchWhitening, fit_to_data
 from convscope.report.plots import plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
 from convscope.tasks import TASKS, Task
 
@@ -85,6 +87,8 @@ def train(
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
+    if not resume:  # a resumed run restores its weights, these layers' included, from its checkpoints
+        _fit_layers_to_data(model, data, recipe.model.name)
     if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
         loaded = load_initial_weights(
             model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
@@ -150,6 +154,17 @@ def train(
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
     )
     return run_dir
+
+
+def _fit_layers_to_data(model: nn.Module, data: Any, model_name: str) -> None:
+    """Fit the layers set from the training data rather than learnt (airbench's whitening), if the model has any."""
+    if not any(isinstance(m, PatchWhitening) for m in model.modules()):
+        return
+    if not hasattr(data, "normalized_sample"):
+        raise UserError(f"model {model_name!r} with stem = 'whiten' is fitted to training images; this data has none")
+    sample = data.normalized_sample(WHITENING_FIT_IMAGES)
+    fit_to_data(model, sample)
+    _say(f"whitening layer fitted to the patches of {len(sample)} training images")
 
 
 def default_run_dir(name: str) -> Path:

@@ -33,7 +33,7 @@ class SpeedBenchmark:
 # Targets every system must be able to reach on the recipe's schedule, or the figure is a null rather than a time:
 # fashion-mnist reaches 92.6% in its 5 epochs; cifar10's is set below the 90% its 10 epochs aim at.
 SPEED_BENCHMARKS = {
-    "speed-fashion": SpeedBenchmark("fashion-mnist", 0.92),
+    "speed-fashion": SpeedBenchmark("fashion-mnist", 0.93),
     "speed-cifar10": SpeedBenchmark("cifar10", 0.85),
 }
 GOAL = (

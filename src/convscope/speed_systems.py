@@ -77,7 +77,11 @@ class EpochClock:
 
 
 def test_accuracy_fn(data: ImageData, recipe: Recipe) -> Callable[[nn.Module], float]:
-    """Test accuracy of a model, measured the same way for every system (bf16 inference, channels_last)."""
+    """Test accuracy of a model, measured the same way for every system (bf16 inference, channels_last) through
+    the recipe's task, so a recipe's test-time augmentation counts for every system alike."""
+    from convscope import api
+
+    task = api.build_task(recipe, data.info)
     loader = make_loader(data.test, recipe.data.eval_batch_size, mean=data.mean, std=data.std,
                          device=torch.device("cpu"), channels_last=True)  # fmt: skip
 
@@ -87,7 +91,7 @@ def test_accuracy_fn(data: ImageData, recipe: Recipe) -> Callable[[nn.Module], f
         correct = 0
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             for x, y in loader:
-                correct += int((model(x).argmax(dim=1) == y).sum())
+                correct += int((task.predict(model, x).argmax(dim=1) == y).sum())
         model.train(was_training)
         return correct / len(data.test)
 

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convscope.errors import UserError
 from convscope.tasks import TASKS
 from convscope.tasks.classify import ClassifyTask
 
@@ -56,3 +57,45 @@ def test_registered_by_name():
     probs = task.predict(Fixed(torch.tensor([[0.0, 0.0, 10.0]])), torch.zeros(1, 1, 2, 2))
     assert probs.sum().item() == pytest.approx(1.0)
     assert probs.argmax().item() == 2
+
+
+class LeftHalfReader(nn.Module):
+    """Logits that depend on which half of the image is bright: class 0 for the left, class 1 for the right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        left, right = x[..., :half].mean(dim=(1, 2, 3)), x[..., half:].mean(dim=(1, 2, 3))
+        return torch.stack([left - right, right - left], dim=1) * 4
+
+
+def test_flip_tta_averages_the_probabilities_of_the_image_and_its_mirror():
+    x = torch.zeros(2, 1, 4, 4)
+    x[0, ..., :2] = 1.0  # bright left
+    x[1, ..., :1] = 1.0  # brighter left column only
+    model = LeftHalfReader()
+    plain = ClassifyTask(2).predict(model, x)
+    flipped = ClassifyTask(2).predict(model, x.flip(-1))
+    averaged = ClassifyTask(2, tta="flip").predict(model, x)
+    torch.testing.assert_close(averaged, (plain + flipped) / 2)
+    # Mirror-symmetric evidence cancels: each image's two views disagree exactly.
+    torch.testing.assert_close(averaged, torch.full((2, 2), 0.5))
+
+
+def test_flip_tta_loss_is_the_cross_entropy_of_the_averaged_prediction():
+    x = torch.randn(5, 1, 4, 6)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 2))
+    task = ClassifyTask(2, tta="flip")
+    metrics = task.make_metrics()
+    task.validation_step(model, (x, y), metrics)
+    probs = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    expected = F.nll_loss(probs.log(), y).item()
+    assert metrics.compute()["loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_tta_is_checked():
+    with pytest.raises(UserError, match=r"task.tta = 'crops' is not one of: none, flip"):
+        ClassifyTask(3, tta="crops")
+    with pytest.raises(UserError, match=r"mirrors images; task 'text' takes text inputs"):
+        TASKS.get("text")(num_classes=2, tta="flip")

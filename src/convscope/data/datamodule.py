@@ -59,6 +59,12 @@ class ImageData:
             "skipped": self.dataset.skipped,
         }
 
+    def normalized_sample(self, count: int) -> torch.Tensor:
+        """Up to ``count`` training images spread over the split, normalised as the network sees them (no
+        augmentation): what a layer fitted to the data before training (``fastnet``'s whitening stem) is fitted to."""
+        step = max(1, len(self.train) // count)
+        return Normalize(self.mean, self.std)(self.train.images[::step][:count].float().div(255))
+
     def loaders(self, recipe: Recipe, device: torch.device) -> dict[str, TensorLoader]:
         common = {
             "mean": self.mean,

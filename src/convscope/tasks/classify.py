@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,19 +19,33 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
+from convscope.errors import UserError
 from convscope.tasks import TASKS
+
+TTA_MODES = ("none", "flip")
 
 
 @TASKS.register("classify")
 class ClassifyTask:
-    """A batch is ``(images, labels)``; the model returns class logits."""
+    """A batch is ``(images, labels)``; the model returns class logits.
+
+    ``tta = "flip"`` (airbench's test-time augmentation) makes every prediction, validation, test, ``evaluate``
+    and ``predict`` alike, the mean of the class probabilities of the image and its mirror image: twice the
+    inference cost for 0.1-0.3 points on Fashion-MNIST. Training is unchanged. Only for data whose mirror
+    image is a valid sample of its class (the recipe's ``augment.hflip``).
+    """
 
     name = "classify"
     modality = "image"
 
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0, topk: int = 5) -> None:
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, topk: int = 5, tta: str = "none") -> None:
+        if tta not in TTA_MODES:
+            raise UserError(f"task.tta = {tta!r} is not one of: {', '.join(TTA_MODES)}")
+        if tta != "none" and self.modality != "image":
+            raise UserError(f"task.tta = {tta!r} mirrors images; task {self.name!r} takes {self.modality} inputs")
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.tta = tta
         # Top-k is only informative when k < number of classes.
         self.topk = topk if 1 < topk < num_classes else 0
 
@@ -63,13 +79,19 @@ class ClassifyTask:
             metrics["average_precision"] = MulticlassAveragePrecision(self.num_classes, average=None)
         return MetricCollection(metrics, compute_groups=False)
 
+    def log_probs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Log class probabilities (fp32): of the image, or with ``tta`` the log of the views' mean probability."""
+        views = [x, x.flip(-1)] if self.tta == "flip" else [x]
+        stacked = torch.stack([model(view).float().log_softmax(dim=1) for view in views])
+        return stacked.logsumexp(dim=0) - math.log(len(views))
+
     def validation_step(self, model: nn.Module, batch, metrics: MetricCollection) -> None:
         x, y = batch
-        logits = model(x).float()
-        loss = F.cross_entropy(logits, y, reduction="none")
+        log_probs = self.log_probs(model, x)
+        loss = F.nll_loss(log_probs, y, reduction="none")  # the cross-entropy of the (averaged) prediction
         # Probabilities, not logits: torchmetrics' curves apply softmax only when a batch's scores fall outside
         # [0, 1], so small logits would be taken for probabilities. Argmax-based metrics see the same classes.
-        probs = logits.softmax(dim=1)
+        probs = log_probs.exp()
         for key, metric in metrics.items():
             if key == "loss":
                 metric.update(loss)
@@ -82,4 +104,4 @@ class ClassifyTask:
     @torch.inference_mode()
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities."""
-        return model(x).float().softmax(dim=1)
+        return self.log_probs(model, x).exp()
