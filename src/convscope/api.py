@@ -88,7 +88,7 @@ def train(
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
     if not resume:  # a resumed run restores its weights, these layers' included, from its checkpoints
-        _fit_layers_to_data(model, data, recipe.model.name)
+        fit_layers_to_data(model, data, recipe.model.name)
     if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
         loaded = load_initial_weights(
             model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
@@ -156,7 +156,7 @@ def train(
     return run_dir
 
 
-def _fit_layers_to_data(model: nn.Module, data: Any, model_name: str) -> None:
+def fit_layers_to_data(model: nn.Module, data: Any, model_name: str) -> None:
     """Fit the layers set from the training data rather than learnt (airbench's whitening), if the model has any."""
     if not any(isinstance(m, PatchWhitening) for m in model.modules()):
         return

@@ -126,6 +126,7 @@ def prepare(recipe_name: str, overrides: dict[str, str]) -> Setup:
     data = modality.prepare(recipe)
     seed_everything(recipe.train.seed)
     model = api.build_model(recipe, data.info, modality)
+    api.fit_layers_to_data(model, data, recipe.model.name)
     return Setup(recipe, data, model, EpochClock(test_accuracy_fn(data, recipe)))
 
 

@@ -64,7 +64,7 @@ def test_options() -> None:
 def test_unknown_model_and_option_are_user_errors() -> None:
     with pytest.raises(UserError, match="unknown model 'nope'"):
         create_model("nope", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)})
-    with pytest.raises(UserError, match="no option 'depth'; accepted: scale, widths"):
+    with pytest.raises(UserError, match="no option 'depth'; accepted: scale, stem, widths"):
         create_model("fastnet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}, depth=3)
     with pytest.raises(UserError, match="widths"):
         create_model("fastnet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}, widths=(8, 8))

@@ -1,6 +1,7 @@
 """airbench's whitening stem: its filters whiten the patches they were fitted to, and a run trains, saves and
 reloads them."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,8 @@ def test_a_run_fits_the_stem_to_its_training_images_and_keeps_it(capsys, tmp_pat
     torch.testing.assert_close(saved, refit.weight)
     torch.testing.assert_close(run.model.features[0].weight, saved)
     assert api.predict(out, [next((folder / "test" / "cat").iterdir())])
+    # The buffer-held filters export with the network, and the exported model computes what the eager one does.
+    code, printed, err = cli(capsys, "export", out, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert code == 0, err
+    difference = float(re.search(r"max abs logit difference ([0-9.e+-]+)", printed).group(1))
+    assert difference < 1e-4
