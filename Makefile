@@ -61,6 +61,8 @@ clean:
 
 bench: setup
 	$(BIN)/convscope bench demo-fashion
+	$(BIN)/convscope bench fashion-mnist-5min
+	$(BIN)/convscope bench cifar10
 	$(BIN)/convscope bench seed004-selu
 	$(BIN)/convscope bench seed003-cifar
 	$(BIN)/convscope bench spanish-names

@@ -81,3 +81,16 @@ def test_to_toml_escapes_strings():
 def test_section_must_be_a_table():
     with pytest.raises(UserError, match="expected a table"):
         recipe_from_dict({"train": 3}, source="x.toml")
+
+
+@pytest.mark.parametrize("name", [name for name, _ in list_recipes() if load_recipe(name).task.name == "classify"])
+def test_image_classification_recipes_build_their_task_and_model(name: str):
+    """Task and model options are checked when built, not when the recipe is read: build them on 3 x 64 x 64."""
+    from convscope import api
+    from convscope.data.modality import get_modality
+
+    recipe = load_recipe(name)
+    info = {"classes": [f"c{i}" for i in range(10)], "channels": 3, "image_size": [64, 64]}
+    task = api.build_task(recipe, info)
+    model = api.build_model(recipe, info, get_modality(task.modality))
+    assert sum(p.numel() for p in model.parameters()) > 0
