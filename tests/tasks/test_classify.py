@@ -99,3 +99,4 @@ def test_tta_is_checked():
         ClassifyTask(3, tta="crops")
     with pytest.raises(UserError, match=r"mirrors images; task 'text' takes text inputs"):
         TASKS.get("text")(num_classes=2, tta="flip")
+    assert TASKS.get("splitbrain-finetune")(num_classes=2, tta="flip").tta == "flip"  # Lab images mirror too

@@ -41,7 +41,7 @@ class ClassifyTask:
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, topk: int = 5, tta: str = "none") -> None:
         if tta not in TTA_MODES:
             raise UserError(f"task.tta = {tta!r} is not one of: {', '.join(TTA_MODES)}")
-        if tta != "none" and self.modality != "image":
+        if tta != "none" and self.modality == "text":  # images and Lab images mirror; a reversed name does not
             raise UserError(f"task.tta = {tta!r} mirrors images; task {self.name!r} takes {self.modality} inputs")
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
