@@ -87,13 +87,13 @@ def train(
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
-    if not resume:  # a resumed run restores its weights, these layers' included, from its checkpoints
+    if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
         fit_layers_to_data(model, data, recipe.model.name)
-    if recipe.transfer.init and not resume:  # a resumed run restores its weights from its checkpoints
-        loaded = load_initial_weights(
-            model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
-        )
-        _say(loaded.describe())
+        if recipe.transfer.init:  # after the fit: weights given for those layers too are the ones kept
+            loaded = load_initial_weights(
+                model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
+            )
+            _say(loaded.describe())
     if hasattr(task, "observe_training_data"):  # a task that needs more than batches (e.g. a class prior)
         task.observe_training_data(data)
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
