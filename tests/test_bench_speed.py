@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from convscope import bench_speed, speed_systems
+from convscope.bench_runs import bench_command
 from convscope.errors import UserError
 from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
@@ -138,3 +139,10 @@ def test_a_system_process_error_becomes_one_error_naming_the_system(capfd):
     with pytest.raises(UserError, match=r"system 'plain': data path '/nowhere' does not exist"):
         bench_speed._run_in_process("plain", "fashion-mnist", {"data.name": "imagefolder:/nowhere"})
     assert "error:" not in capfd.readouterr().err
+
+
+def test_the_recorded_command_reproduces_the_run():
+    assert bench_command("speed-cifar10", {"train.epochs": "2"}, 0.6) == (
+        "convscope bench speed-cifar10 --set train.epochs=2 --target 0.6"
+    )
+    assert bench_command("cifar10") == "convscope bench cifar10"

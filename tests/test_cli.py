@@ -114,6 +114,18 @@ def test_train_evaluate_predict(capsys, folder: Path, tmp_path: Path):
     assert code == 0 and "history.png" in out
 
 
+def test_muon_without_validation_split(capsys, folder: Path, tmp_path: Path):
+    """The cifar10 recipe's settings in miniature: Muon, the airbench fastnet options, no validation split."""
+    settings = ["optim.name=muon", "optim.lr=0.24", "optim.linear_lr=5.0", "optim.bias_lr=0.4", "optim.nesterov=true",
+                "optim.scheduler=linear", "optim.weight_decay=0.004", "model.dirac=true", "model.bn_scale=false",
+                "model.bn_momentum=0.4", "model.head_std=1", "data.valid_fraction=0"]  # fmt: skip
+    run = train(capsys, f"imagefolder:{folder}", tmp_path / "run", *(a for s in settings for a in ("--set", s)))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_valid_accuracy"] is None  # no split, no figure (not a 0)
+    assert summary["test_accuracy"] is not None
+    assert (run / "checkpoints/last.pt").is_file()
+
+
 def _archive(root: Path, fmt: str) -> str:
     return f"imagefolder:{make_archive(make_imagefolder(root / 'a', per_class=8, size=(16, 16)), fmt)}"
 

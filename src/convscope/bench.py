@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from convscope import bench_inference, bench_speed, bench_splitbrain, bench_transfer, bench_weakseg
+from convscope.bench_runs import bench_command
 from convscope.config import load_recipe
 from convscope.errors import UserError
 
@@ -222,7 +223,7 @@ def run_benchmark(
         "epochs": summary["epochs"],
         "best_valid_accuracy": summary["best_valid_accuracy"],
         "run_dir": str(run_dir),
-        "command": f"convscope bench {name}",
+        "command": bench_command(name, overrides),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         **(bench.probe(run_dir) if bench.probe is not None else {}),

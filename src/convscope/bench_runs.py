@@ -20,3 +20,9 @@ def timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[d
     started = time.perf_counter()
     api.train(load_recipe(recipe_name, overrides), out=out, resume=(out / "checkpoints").exists())
     return json.loads((out / "summary.json").read_text()), time.perf_counter() - started
+
+
+def bench_command(name: str, overrides: dict[str, str] | None = None, target: float | None = None) -> str:
+    """The command line that reproduces a benchmark's JSON, overrides and target included."""
+    words = ["convscope", "bench", name, *(f"--set {key}={value}" for key, value in (overrides or {}).items())]
+    return " ".join(words + ([f"--target {target}"] if target is not None else []))

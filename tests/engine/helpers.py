@@ -129,10 +129,17 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_run(run_dir: Path | None, *, resume: bool = False, callbacks: Sequence[Callback] = (), **train) -> Trainer:
-    """The reference run: 3 epochs of 6 steps, SGD + OneCycle, with validation."""
+def train_run(
+    run_dir: Path | None,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    optim: OptimConfig | None = None,
+    **train,
+) -> Trainer:
+    """The reference run: 3 epochs of 6 steps, SGD + OneCycle unless ``optim`` says otherwise, with validation."""
     train_loader, valid_loader = loaders()
-    trainer = make_trainer(run_dir, callbacks=callbacks, **train)
+    trainer = make_trainer(run_dir, optim=optim, callbacks=callbacks, **train)
     with one_thread():
         trainer.fit(train_loader, valid_loader, resume=resume)
     return trainer

@@ -10,8 +10,9 @@ from convscope.errors import UserError
 @pytest.mark.parametrize(
     ("make", "field", "allowed"),
     [
-        (lambda: OptimConfig(name="rmsprop"), "optim.name", "sgd, adam, adamw"),
-        (lambda: OptimConfig(scheduler="linear"), "optim.scheduler", "none, onecycle, cosine, step"),
+        (lambda: OptimConfig(name="rmsprop"), "optim.name", "sgd, adam, adamw, muon"),
+        (lambda: OptimConfig(name="muon", lr=0.2, bias_lr=1.0), "optim.linear_lr", "needs it > 0"),
+        (lambda: OptimConfig(scheduler="poly"), "optim.scheduler", "none, onecycle, cosine, step, linear"),
         (lambda: TrainConfig(precision="fp16"), "train.precision", "fp32, bf16"),
         (lambda: TrainConfig(device="tpu"), "train.device", "auto, cpu, cuda, mps"),
         (lambda: TrainConfig(early_stopping="always"), "train.early_stopping", "none, seed001, patience"),

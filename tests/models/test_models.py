@@ -61,10 +61,30 @@ def test_options() -> None:
     assert model_options("cifar-cnn") == {"widths": (32, 64, 128, 256), "hidden": 256}
 
 
+def test_fastnet_airbench_options() -> None:
+    inputs = {"in_channels": 3, "image_size": (32, 32)}
+    model = create_model("fastnet-small", num_classes=5, inputs=inputs, bn_momentum=0.4, bn_scale=False, dirac=True,
+                         head_std=1.0)  # fmt: skip
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.momentum == 0.4 and not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == 32)
+    x = torch.randn(1, 32, 6, 6)
+    # The first in_channels filters pass their input through: identity initialisation.
+    torch.testing.assert_close(torch.nn.functional.conv2d(x, conv.weight[:32], padding=1), x)
+    head = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert float(head.weight.detach().std()) == pytest.approx(1.0)
+    plain = create_model("fastnet-small", num_classes=5, inputs=inputs)
+    plain_norms = [m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.weight.requires_grad and m.momentum == 0.1 for m in plain_norms)
+    with pytest.raises(UserError, match="bn_momentum = 2"):
+        create_model("fastnet", num_classes=5, inputs=inputs, bn_momentum=2)
+
+
 def test_unknown_model_and_option_are_user_errors() -> None:
     with pytest.raises(UserError, match="unknown model 'nope'"):
         create_model("nope", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)})
-    with pytest.raises(UserError, match="no option 'depth'; accepted: scale, stem, widths"):
+    accepted = "bn_momentum, bn_scale, dirac, head_std, scale, stem, widths"
+    with pytest.raises(UserError, match=f"no option 'depth'; accepted: {accepted}"):
         create_model("fastnet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}, depth=3)
     with pytest.raises(UserError, match="widths"):
         create_model("fastnet", num_classes=10, inputs={"in_channels": 1, "image_size": (28, 28)}, widths=(8, 8))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from convscope.errors import UserError
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "onecycle", "cosine", "step")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
+SCHEDULERS = ("none", "onecycle", "cosine", "step", "linear")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EARLY_STOPPING = ("none", "seed001", "patience")
@@ -38,14 +38,18 @@ def _in_range(section: str, field: str, value: float, low: float, high: float) -
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # sgd | adam | adamw
-    lr: float = 1e-3  # base lr; the peak lr for onecycle
+    name: str = "adamw"  # sgd | adam | adamw | muon (Muon for conv filters, SGD for the rest: engine/muon.py)
+    lr: float = 1e-3  # base lr; the peak lr for onecycle; muon: the conv filters' lr
+    # muon: the fraction of each weight and bias taken off per step at the full lr (decoupled; filters get none)
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd momentum / beta1 of adam(w); onecycle cycles it 0.95 -> 0.85 -> 0.95 instead
     nesterov: bool = False
     beta2: float = 0.999
-    scheduler: str = "none"  # none | onecycle | cosine | step
-    warmup_fraction: float = 0.0  # linear warm-up (cosine, step), fraction of all steps
+    muon_momentum: float = 0.6  # muon: the filters' (Nesterov) momentum; `momentum` is the SGD part's
+    linear_lr: float = 0.0  # muon: lr of the 2-D weights (linear layers, the classifier); required
+    bias_lr: float = 0.0  # muon: lr of the 1-D parameters (biases, batch-norm shifts and scales); required
+    scheduler: str = "none"  # none | onecycle | cosine | step | linear (to 0 after the warm-up)
+    warmup_fraction: float = 0.0  # linear warm-up (cosine, step, linear), fraction of all steps
     pct_start: float = 0.3  # onecycle: fraction of steps spent raising the lr
     div_factor: float = 25.0  # onecycle: initial lr = lr / div_factor
     final_div_factor: float = 1e4  # onecycle: final lr = initial lr / final_div_factor
@@ -64,8 +68,16 @@ class OptimConfig:
         _at_least(s, "weight_decay", self.weight_decay, 0.0)
         _in_range(s, "momentum", self.momentum, 0.0, 1.0)
         _in_range(s, "beta2", self.beta2, 0.0, 1.0)
-        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise UserError("optim.nesterov = true needs optim.name = 'sgd' and optim.momentum > 0")
+        if self.nesterov and (self.name not in ("sgd", "muon") or self.momentum == 0):
+            raise UserError("optim.nesterov = true needs optim.name = 'sgd' or 'muon' and optim.momentum > 0")
+        _in_range(s, "muon_momentum", self.muon_momentum, 0.0, 1.0)
+        if self.name == "muon":
+            for field in ("linear_lr", "bias_lr"):
+                if not getattr(self, field) > 0:
+                    raise UserError(
+                        f"optim.{field} = {getattr(self, field)!r}: optim.name = 'muon' needs it > 0 "
+                        "(the SGD lr of the 2-D weights and of the biases; see recipes/cifar10.toml)"
+                    )
         _in_range(s, "warmup_fraction", self.warmup_fraction, 0.0, 1.0)
         if not 0 < self.pct_start < 1:
             raise UserError(f"optim.pct_start = {self.pct_start!r} must be in (0, 1)")

@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import (
 )
 
 from convscope.engine.config import DEVICES, OptimConfig
+from convscope.engine.muon import MuonSGD, muon_groups
 from convscope.errors import UserError
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
@@ -25,6 +26,8 @@ Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 def build_optimizer(cfg: OptimConfig, params: Params) -> Optimizer:
     """``params`` is an iterable of tensors or of param groups (a group's own ``lr`` overrides ``cfg.lr``)."""
     cfg.validate()
+    if cfg.name == "muon":
+        return MuonSGD(muon_groups(cfg, params), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "sgd":
         return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     betas = (cfg.momentum, cfg.beta2)
@@ -47,12 +50,15 @@ def build_scheduler(cfg: OptimConfig, optimizer: Optimizer, steps_per_epoch: int
             pct_start=cfg.pct_start,
             div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor,
-            # OneCycleLR would switch momentum on for plain SGD; leave momentum-free SGD alone.
-            cycle_momentum=not (cfg.name == "sgd" and cfg.momentum == 0),
+            # OneCycleLR would switch momentum on for plain SGD; leave momentum-free SGD alone. Muon's groups
+            # hold two momenta (filters', the rest's), which one cycle would overwrite.
+            cycle_momentum=not (cfg.name == "sgd" and cfg.momentum == 0) and cfg.name != "muon",
         )
     warmup = round(cfg.warmup_fraction * total)
     if cfg.scheduler == "cosine":
         main: LRScheduler = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+    elif cfg.scheduler == "linear":  # airbench94_muon's: straight down to 0 at the last step
+        main = LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=max(1, total - warmup))
     else:
         # Decay at epoch boundaries, counted from the end of the warm-up (SequentialLR restarts the count there).
         boundaries = range(cfg.step_epochs * steps_per_epoch, total, cfg.step_epochs * steps_per_epoch)
