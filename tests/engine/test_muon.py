@@ -117,3 +117,11 @@ def test_step_takes_a_closure_as_lightning_calls_it():
     assert loss is not None and loss.requires_grad
     changed = [not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)]
     assert changed == [p.requires_grad for p in model.parameters()]
+
+
+def test_an_all_zero_filter_bank_takes_a_finite_step():
+    conv = nn.Conv2d(4, 4, 3, bias=False)
+    nn.init.zeros_(conv.weight)
+    conv.weight.grad = torch.randn_like(conv.weight)
+    build_optimizer(OptimConfig(**MUON), conv.parameters()).step()
+    assert torch.isfinite(conv.weight).all() and conv.weight.abs().sum() > 0

@@ -5,8 +5,10 @@ Why not ``torch.optim.Muon``: it takes 2-D matrices only, and airbench's conv fi
 bank ``out x in x k x k`` is orthogonalised as the matrix ``out x (in k k)`` with torch's own Newton-Schulz
 iteration. Before each step the bank is rescaled to norm sqrt(out), as airbench does: a filter followed by batch
 norm computes the same function at any scale, so fixing the scale fixes the step's relative size and stands in for
-weight decay. The 2-D weights (linear layers) and 1-D ones (biases, batch-norm parameters) are updated by
-``torch.optim.sgd.sgd`` at their own learning rates, with decoupled weight decay.
+weight decay. So it suits networks whose every conv feeds a batch norm (fastnet, the torchvision ResNets);
+elsewhere the renormalisation changes what the network computes. The 2-D weights (linear layers) and 1-D ones
+(biases, batch-norm parameters) are updated by ``torch.optim.sgd.sgd`` at their own learning rates, with
+decoupled weight decay.
 
 One optimiser rather than two keeps the engine's single scheduler, checkpoint and logged lr as they are.
 """
@@ -63,7 +65,7 @@ class MuonSGD(Optimizer):
             buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
             buffer.mul_(momentum).add_(p.grad)
             direction = p.grad.add(buffer, alpha=momentum)  # Nesterov
-            p.mul_(len(p) ** 0.5 / p.norm())
+            p.mul_(len(p) ** 0.5 / p.norm().clamp_min(NS_EPS))  # an all-zero bank stays zero
             matrix = direction.reshape(len(p), -1)
             update = _zeropower_via_newtonschulz(matrix, NS_COEFFICIENTS, NS_STEPS, NS_EPS)
             p.add_(update.view(p.shape).to(p.dtype), alpha=-group["lr"])
