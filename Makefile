@@ -71,5 +71,6 @@ bench: setup
 	$(BIN)/convscope bench weakseg
 	$(BIN)/convscope bench cifar10-weakseg
 	$(BIN)/convscope bench splitbrain
+	$(BIN)/convscope bench own-photos
 	$(BIN)/convscope bench speed-fashion
 	$(BIN)/convscope bench speed-cifar10

@@ -41,7 +41,8 @@ def test_segment_writes_palette_masks_overlays_and_the_classes_found(capsys, tmp
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (70, 80, 3), dtype=np.uint8)).save(other)
     code, out, err = cli(capsys, "segment", run, same, other, "--out", tmp_path / "masks")
     assert code == 0, err
-    assert "note: " + str(other) + " is 80x70; resized to 64x64" in out and f"{same} is" not in out
+    assert f"note: '{other}': " in err and "70x80 scaled (aspect ratio changed) to 64x64" in err
+    assert "its mask scaled back to the image" in err and f"'{same}'" not in err
     for stem, size in (("scene", (64, 64)), ("big", (80, 70))):
         mask = Image.open(tmp_path / "masks" / f"{stem}-mask.png")
         assert mask.mode == "P" and mask.size == size  # the mask is at the image's own size

@@ -11,6 +11,8 @@ import dataclasses
 import inspect
 import json
 import os
+import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,29 +23,54 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from convscope.config import Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
+from convscope import adapt
+from convscope.config import NamedConfig, Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
+from convscope.data.augment import AugmentConfig
 from convscope.data.modality import Modality, get_modality
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.callbacks import Callback
 from convscope.engine.checkpoint import load_model_state
-from convscope.engine.finetune import PHASE1_DIR, combined_history, train_in_phases
+from convscope.engine.finetune import (
+    PHASE1_DIR,
+    backbone_of,
+    combined_history,
+    discriminative_groups,
+    plan_phases,
+    set_frozen,
+    train_in_phases,
+)
+from convscope.engine.lr_find import RULE, LRFindSettings, find_lr
 from convscope.engine.optim import resolve_device
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
 from convscope.inference import InferenceConfig, autocast, batched, prepare_model
+from convscope.metrics.classification import accuracy_interval
 from convscope.metrics.classification import summarize as summarize_classification
 from convscope.models import create_model
+from convscope.models.pretrained import is_pretrained_name, load_pretrained
 from convscope.models.tta import TestTimeAugmented, tta_geometry
 from convscope.models.weights import load_initial_weights
 from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
-from convscope.report.plots import plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
+from convscope.report.lr_find import plot_lr_find
+from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
 from convscope.tasks import TASKS, Task
 
 if TYPE_CHECKING:
     from convscope.explain.figures import Display
 
-__all__ = ["LoadedRun", "evaluate", "explain", "load_recipe", "load_run", "predict", "report", "segment", "train"]
+__all__ = [
+    "LoadedRun",
+    "evaluate",
+    "explain",
+    "load_recipe",
+    "load_run",
+    "lr_find",
+    "predict",
+    "report",
+    "segment",
+    "train",
+]
 
 CONFIG_FILE = "config.toml"
 RUN_FILE = "run.json"
@@ -59,16 +86,21 @@ def train(
     task's own (the speed benchmark times epochs and measures test accuracy through one).
     """
     # Under torchrun every rank must use rank 0's directory (default names hold the time).
-    run_dir = same_on_all_ranks(Path(out) if out is not None else default_run_dir(recipe.name))
-    main_rank = rank_and_world_size()[0] == 0  # only rank 0 writes files
+    run_dir = same_on_all_ranks(Path(out) if out is not None else default_run_dir(recipe))
+    rank, world_size = rank_and_world_size()
+    main_rank = rank == 0  # only rank 0 writes files
     if resume:
         recipe = read_run_recipe(run_dir)
     elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
         raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
 
     modality = get_modality(TASKS.get(recipe.task.name).modality)
+    if not resume:  # a resumed run's recipe is the adapted one
+        recipe = adapt.before_data(recipe, _note)
     data = modality.prepare(recipe)
     info = data.info
+    if not resume:
+        recipe = adapt.after_data(recipe, info["sizes"]["train"], world_size, _note)
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
@@ -78,27 +110,21 @@ def train(
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
         _write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
-    sizes, classes = info["sizes"], info["classes"]
-    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-    _say(
-        f"data: {info['dataset']} ({sizes['train']} train / {sizes['valid']} valid / {sizes['test']} test; "
-        f"{len(classes)} class{'es' if len(classes) != 1 else ''}: {shown})"
-    )
+    if recipe.on_other_data:
+        _say(f"recipe {recipe.name!r} (written for {recipe.made_for!r}) on data {recipe.data.name!r}")
+    _say(data_line(info, recipe))
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
     if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
-        fit_layers_to_data(model, data, recipe.model.name)
-        if recipe.transfer.init:  # after the fit: weights given for those layers too are the ones kept
-            loaded = load_initial_weights(
-                model, recipe.transfer.init, classes=info["classes"], from_models=getattr(task, "init_from", None)
-            )
-            _say(loaded.describe())
+        initialise_model(model, data, recipe, task)
     if hasattr(task, "observe_training_data"):  # a task that needs more than batches (e.g. a class prior)
         task.observe_training_data(data)
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
     # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
     task_callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
+    if "tensorboard" in recipe.train.loggers:  # the training history as a TensorBoard image at every epoch end
+        task_callbacks.append(HistoryFigure())
     phases = train_in_phases(
         model,
         task,
@@ -119,17 +145,23 @@ def train(
     test = trainer.evaluate(loaders["test"])
     if not main_rank:
         return run_dir
+    test_images = info["sizes"]["test"]
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
     summary = {
         "task": recipe.task.name,
         "dataset": recipe.data.name,
+        "data": recipe.data.name,
         "model": recipe.model.name,
         "recipe": recipe.name,
+        "recipe_data": recipe.made_for,  # the data the recipe was written for
+        "batch_size": recipe.train.batch_size,
         "epochs": len(history.valid) if history.valid else recipe.train.epochs,
         "train_seconds": round(history.train_seconds, 2),
         "test_accuracy": test.get("accuracy"),
         "test_loss": test.get("loss"),
         "test_error_rate": 1.0 - test["accuracy"] if "accuracy" in test else None,
+        "test_images": test_images,
+        "test_accuracy_ci95": list(accuracy_interval(test["accuracy"], test_images)) if "accuracy" in test else None,
         # None without a validation split (the cifar10 recipe trains on all 50,000 images)
         "best_valid_accuracy": max((row["accuracy"] for row in history.valid if "accuracy" in row), default=None),
         "test": test,
@@ -138,6 +170,8 @@ def train(
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
+    if trainer.diverged is not None:
+        summary["diverged"] = trainer.diverged
     if hasattr(task, "after_training"):  # figures a task measures once trained (weakseg: masks against the truth)
         summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
     if len(phases) > 1:
@@ -149,12 +183,140 @@ def train(
         plot_run(run_dir / PHASE1_DIR)
     _write_json(run_dir / "summary.json", summary)
     plot_run(run_dir)
-    accuracy = f"accuracy {summary['test_accuracy']:.4f}, " if summary["test_accuracy"] is not None else ""
+    accuracy = ""
+    if summary["test_accuracy"] is not None:
+        low, high = summary["test_accuracy_ci95"]
+        small = "; a small test split, set data.test_fraction for more" if test_images < SMALL_TEST_SPLIT else ""
+        accuracy = (f"accuracy {summary['test_accuracy']:.4f} (95% interval {low:.3f}-{high:.3f} over {test_images} "
+                    f"images{small}), ")  # fmt: skip
     _say(
         f"test {accuracy}loss {summary['test_loss']:.4f} "
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
     )
     return run_dir
+
+
+LR_FIND_FILE = Path("lr_find.png")
+LR_FIND_FORMATS = (".png", ".svg", ".pdf")
+
+
+def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindSettings | None = None) -> dict:
+    """The learning-rate range test (see :mod:`convscope.engine.lr_find`) on the model ``train`` would start
+    from: the same data, task, initial weights (fitted layers, ``transfer.init``) and optimiser, the schedule
+    ignored (a constant lr per step, growing exponentially). The suggestion is the steepest descent of the
+    smoothed loss, never past its minimum. Writes the figure to ``out`` and the numbers beside it (same name,
+    ``.json``); no run directory, checkpoint or existing file of a run is touched. Muon's ``linear_lr`` and
+    ``bias_lr`` are scaled with ``lr`` by the same factor; a transfer recipe that freezes the backbone first is
+    tested as its phase 1 (the head on the frozen backbone, at ``optim.lr``). Returns what the JSON holds."""
+    out = Path(out)
+    if out.suffix.lower() not in LR_FIND_FORMATS:
+        raise UserError(f"lr-find --out {out}: expected a figure file ending in {', '.join(LR_FIND_FORMATS)}")
+    settings = settings or LRFindSettings()
+    modality = get_modality(TASKS.get(recipe.task.name).modality)
+    recipe = adapt.before_data(recipe, _note)  # the batch and optimiser train would use
+    data = modality.prepare(recipe)
+    info = data.info
+    recipe = adapt.after_data(recipe, info["sizes"]["train"], 1, _note)
+    task = build_task(recipe, info)
+    seed_everything(recipe.train.seed)  # the initial weights train would draw
+    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    _say(f"data: {info['dataset']} ({info['sizes']['train']} training examples, {len(info['classes'])} classes)")
+    initialise_model(model, data, recipe, task)
+    if hasattr(task, "observe_training_data"):
+        task.observe_training_data(data)
+    loader = data.loaders(recipe, resolve_device(recipe.train.device))["train"]
+    groups, in_eval = _first_phase(model, recipe)
+    optim = recipe.optim
+    scaled = ("lr", "linear_lr", "bias_lr") if optim.name == "muon" else ("lr",)
+    if optim.name == "muon":
+        _say(f"note: muon: optim.linear_lr ({optim.linear_lr:g}) and optim.bias_lr ({optim.bias_lr:g}) are scaled "
+             "with optim.lr by the same factor throughout; the lr shown is optim.lr (the filters')")  # fmt: skip
+    if optim.scheduler != "none":
+        _say(f"note: the {optim.scheduler} schedule is not used during the test (constant lr per step); "
+             "the lr found is optim.lr, the schedule's peak")  # fmt: skip
+    _say(f"lr-find: up to {settings.steps} steps of {optim.name} (batch {recipe.train.batch_size}), "
+         f"lr {settings.start_lr:g} -> {settings.end_lr:g}")  # fmt: skip
+    result = find_lr(model, task, optim, recipe.train, loader, settings=settings, param_groups=groups,
+                     in_eval=in_eval, say=_say)  # fmt: skip
+    lowest = result.minimum
+    summary: dict[str, Any] = {
+        "recipe": recipe.name,
+        "data": recipe.data.name,
+        "model": recipe.model.name,
+        "optimizer": optim.name,
+        "batch_size": recipe.train.batch_size,
+        "rule": RULE,
+        "start_lr": settings.start_lr,
+        "end_lr": settings.end_lr,
+        "steps": settings.steps,
+        "steps_run": len(result.lrs),
+        "stopped": result.stop_reason,
+        "seconds": round(result.seconds, 2),
+        "minimum": {"lr": result.lrs[lowest], "smoothed_loss": result.smoothed[lowest], "step": lowest},
+        "suggestion": None,
+        "lrs": result.lrs,
+        "losses": result.losses,
+        "smoothed": result.smoothed,
+    }
+    i = result.suggestion_index
+    if i is not None:
+        factor = result.lrs[i] / optim.lr
+        found = {f"optim.{name}": float(f"{getattr(optim, name) * factor:.3g}") for name in scaled}
+        flags = [f"--lr {found['optim.lr']:g}", *(f"--set {k}={v:g}" for k, v in found.items() if k != "optim.lr")]
+        summary["suggestion"] = {"lr": result.lrs[i], "smoothed_loss": result.smoothed[i], "step": i,
+                                 "settings": found, "flags": " ".join(flags)}  # fmt: skip
+    plot_lr_find(result, out, title=f"lr-find: recipe {recipe.name} on {recipe.data.name} ({optim.name})")
+    _write_json(out.with_suffix(".json"), summary)
+    if i is None:
+        raise UserError(
+            f"lr-find: the smoothed loss never fell below its first value between lr {settings.start_lr:g} and "
+            f"{result.lrs[-1]:g}, so there is no lr to suggest; see {out} (check the data and labels, or raise "
+            "--end-lr)"
+        )
+    return summary
+
+
+def _first_phase(model: nn.Module, recipe: Recipe) -> tuple[list[Any] | None, list[nn.Module]]:
+    """The param groups and eval-mode modules of the run's first phase (see :func:`train_in_phases`): a transfer
+    recipe's frozen backbone, its discriminative lrs, its batch norms kept in eval."""
+    transfer = recipe.transfer
+    phase = plan_phases(transfer, recipe.train.epochs, None)[0]
+    if phase.frozen:
+        backbone = backbone_of(model)
+        set_frozen(backbone, True)
+        _say("note: transfer freezes the backbone first: the test trains the head on it, as phase 1 does")
+        return [p for p in model.parameters() if p.requires_grad], [backbone]
+    groups = None
+    if transfer.layer_lr_decay < 1:
+        groups = discriminative_groups(model, recipe.optim.lr, transfer.layer_lr_decay)
+    norms = []
+    if transfer.freeze_bn_stats:
+        norms = [m for m in backbone_of(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return groups, norms
+
+
+def initialise_model(model: nn.Module, data: Any, recipe: Recipe, task: Task) -> None:
+    """A new run's starting weights: the layers fitted to the training data, then ``transfer.init``'s weights."""
+    fit_layers_to_data(model, data, recipe.model.name)
+    if recipe.transfer.init:  # after the fit: weights given for those layers too are the ones kept
+        loaded = load_initial_weights(
+            model, recipe.transfer.init, classes=data.info["classes"], from_models=getattr(task, "init_from", None)
+        )
+        _say(loaded.describe())
+        _say_if_normalised_otherwise(recipe, data.info, loaded.normalization)
+
+
+def _say_if_normalised_otherwise(recipe: Recipe, info: dict, expected: tuple[list[float], list[float]] | None) -> None:
+    """A note when named pretrained weights meet images normalised otherwise than the ones they learnt from."""
+    if expected is None or "mean" not in info:
+        return
+    given, wanted = [*info["mean"], *info["std"]], [*expected[0], *expected[1]]
+    if len(given) == len(wanted) and all(abs(a - b) < 1e-3 for a, b in zip(given, wanted, strict=True)):
+        return
+    fix = "; the finetune recipe sets data.normalize = 'imagenet'" if recipe.data.normalize != "imagenet" else ""
+    _say(f"note: {recipe.transfer.init}'s weights learnt from images normalised by mean {expected[0]} and std "
+         f"{expected[1]}; this run normalises by mean {[round(v, 3) for v in info['mean']]} and std "
+         f"{[round(v, 3) for v in info['std']]} (data.normalize = {recipe.data.normalize!r}){fix}")  # fmt: skip
 
 
 def fit_layers_to_data(model: nn.Module, data: Any, model_name: str) -> None:
@@ -168,8 +330,31 @@ def fit_layers_to_data(model: nn.Module, data: Any, model_name: str) -> None:
     _say(f"whitening layer fitted to the patches of {len(sample)} training images")
 
 
-def default_run_dir(name: str) -> Path:
+def default_run_dir(recipe: Recipe) -> Path:
+    """``runs/RECIPE-TIME``, or ``runs/RECIPE-on-DATA-TIME`` for a recipe trained on other data than its own."""
+    name = recipe.name
+    if recipe.on_other_data:
+        data = Path(recipe.data.name.partition(":")[2] or recipe.data.name).name.removesuffix(".tar.gz")
+        name = f"{name}-on-{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(data).stem or 'data')}"
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# Below this many test images the accuracy's interval is wide (+-10 points or more) and the summary line says so.
+SMALL_TEST_SPLIT = 100
+
+
+def data_line(info: dict[str, Any], recipe: Recipe) -> str:
+    """``data: NAME (N train / N valid / N test; C classes: ...; images CxHxW, how that size was chosen)``."""
+    sizes, classes = info["sizes"], info["classes"]
+    shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+    images = ""
+    if "image_size" in info:
+        height, width = info["image_size"]
+        how = (f"data.image_size, {recipe.data.resize}" if recipe.data.image_size
+               else "the data's own size; data.image_size sets another")  # fmt: skip
+        images = f"; images {info['channels']}x{height}x{width} ({how})"
+    return (f"data: {info['dataset']} ({sizes['train']} train / {sizes['valid']} valid / {sizes['test']} test; "
+            f"{len(classes)} class{'es' if len(classes) != 1 else ''}: {shown}{images})")  # fmt: skip
 
 
 def read_run_recipe(run_dir: Path) -> Recipe:
@@ -207,7 +392,8 @@ def call_with_options(fn: Callable[..., Any], options: dict[str, Any], what: str
 
 @dataclass
 class LoadedRun:
-    """A trained run, ready for inference."""
+    """A trained run, ready for inference; or pretrained weights by name (:func:`load_pretrained_run`), whose
+    ``run_dir`` is the current folder (where their outputs go)."""
 
     run_dir: Path
     recipe: Recipe
@@ -236,6 +422,28 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     resolved = resolve_device(device)
     model.to(resolved).eval()
     return LoadedRun(run_dir, recipe, info, model, task, modality, resolved)
+
+
+def load_pretrained_run(spec: str, device: str = "auto") -> LoadedRun:
+    """Pretrained ImageNet weights by name (``torchvision:resnet18``, ``timm:NAME``) as a run: their own class
+    names and preprocessing (the shorter side resized, the centre crop, the weights' mean and std: said in a
+    ``note:`` on stderr, so that ``predict --json`` stays JSON)."""
+    pretrained = load_pretrained(spec)
+    recipe = Recipe(name=spec, description=f"{pretrained.weights}, pretrained on ImageNet", model=NamedConfig(spec))
+    # The images are brought to resize x resize (data.images.fit_size: shorter side, then centre crop) and then
+    # centre-cropped: torchvision's Resize(resize) + CenterCrop(crop).
+    crop = pretrained.crop if pretrained.crop < pretrained.resize else 0
+    recipe.augment = AugmentConfig(center_crop=crop)
+    task = build_task(recipe, pretrained.info)
+    resolved = resolve_device(device)
+    print(f"note: {pretrained.preprocessing()}", file=sys.stderr, flush=True)
+    model = pretrained.build().to(resolved).eval()
+    return LoadedRun(Path("."), recipe, pretrained.info, model, task, get_modality(task.modality), resolved)
+
+
+def load_run_or_pretrained(source: str | Path, device: str = "auto") -> LoadedRun:
+    """A run directory, or pretrained weights by name."""
+    return load_pretrained_run(str(source), device) if is_pretrained_name(source) else load_run(source, device)
 
 
 def inference_config(run: LoadedRun, *, batch_size: int | None = None, precision: str | None = None) -> InferenceConfig:
@@ -293,6 +501,7 @@ def evaluate(
         "inference": dataclasses.asdict(config),
         "loss": values["loss"].item(),
         "accuracy": values["accuracy"].item(),
+        "accuracy_ci95": list(accuracy_interval(values["accuracy"].item(), int(confusion.sum()))),
         "error_rate": 1.0 - values["accuracy"].item(),
         **{k: v.item() for k, v in values.items() if k.startswith("top")},
         "per_class_accuracy": dict(zip(run.classes, values["per_class_accuracy"].tolist(), strict=True)),
@@ -342,9 +551,10 @@ def predict(
 
     Every class in class order when ``topk`` covers them all (by default: up to 5 classes), else the top
     ``topk`` (default 3) by probability. The inputs go through the model in batches on the fast path (see
-    :func:`evaluate`).
+    :func:`evaluate`). ``run_dir`` may also name pretrained weights (``torchvision:resnet18``): their ImageNet
+    classes then.
     """
-    run = load_run(run_dir)
+    run = load_run_or_pretrained(run_dir)
     if topk is not None and topk < 1:
         raise UserError(f"topk = {topk}: expected at least 1")
     config = inference_config(run, batch_size=batch_size, precision=precision)
@@ -377,8 +587,9 @@ def explain(
     index (default: each input's predicted class), ``layer`` Grad-CAM's layer (default: the last convolution of
     the body, printed), ``display`` a :class:`convscope.explain.figures.Display`; see
     :func:`convscope.explain.images.explain_images`. Text runs: :func:`convscope.explain.text.explain_texts`.
+    ``run_dir`` may also name pretrained weights (``torchvision:resnet18``; default ``out``: ``./explanations/``).
     """
-    run = load_run(run_dir)
+    run = load_run_or_pretrained(run_dir)
     given = [str(i) for i in inputs]
     if run.task.modality == "text":
         from convscope.explain.text import explain_texts
@@ -416,6 +627,10 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _note(message: str) -> None:
+    _say(f"note: {message}")
 
 
 def _say(message: str) -> None:

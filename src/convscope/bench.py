@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_inference, bench_speed, bench_splitbrain, bench_transfer, bench_weakseg
+from convscope import bench_inference, bench_own_photos, bench_speed, bench_splitbrain, bench_transfer, bench_weakseg
 from convscope.bench_runs import bench_command
 from convscope.config import load_recipe
 from convscope.errors import UserError
@@ -69,14 +69,16 @@ def explain_figures(run_dir: Path) -> dict:
     from convscope.explain.trust import trust_of_run
 
     trust = trust_of_run(api.load_run(run_dir), EXPLAIN_IMAGES)
-    print(f"{'method':<22}{'pointing':>9}{'deletion':>9}{'spearman':>9}  sanity check")
+    print(f"{'method':<22}{'pointing':>9}{'deletion':>9}{'insertion':>10}{'spearman':>9}  verdict")
     for method, row in trust["methods"].items():
         if not row["applies"]:
             print(f"{method:<22}  does not apply: {row['reason']}")
             continue
-        spearman = row["randomization_spearman"]
-        print(f"{method:<22}{row['pointing_game']:>9.3f}{row['deletion_auc']:>9.3f}"
-              f"{'-' if spearman is None else f'{spearman:.3f}':>9}  {row['sanity_check'] or '-'}")  # fmt: skip
+        pointing, spearman = row["pointing_game"], row["randomization_spearman"]
+        print(f"{method:<22}{'-' if pointing is None else f'{pointing:.3f}':>9}{row['deletion_auc']:>9.3f}"
+              f"{row['insertion_auc']:>10.3f}{'-' if spearman is None else f'{spearman:.3f}':>9}  "
+              f"{row['verdict'].upper()}: {row['reason']}")  # fmt: skip
+    print(f"verdict: {trust['protocol']['verdict_rule']}")
     check = convolution_check(RESULTS_DIR / "convolution-components.png")
     print(f"convolution from scratch vs nn.Conv2d: mean absolute difference {check['mean_abs_difference']:.3g}")
     return {"trust": trust, "convolution_check": check}
@@ -123,8 +125,9 @@ BENCHMARKS = {
     ),
     "explain": Benchmark(
         "fashion-mnist",
-        "trust figures per explanation method (pointing game, deletion AUC, model-randomisation Spearman; a method "
-        "above Spearman 0.5 fails the sanity check) on the default Fashion-MNIST run",
+        "trust figures per explanation method (pointing game, deletion and insertion AUC, model-randomisation "
+        "Spearman) on the default Fashion-MNIST run; PASS only for a method that beats the random maps on deletion "
+        "or insertion AUC (paired over images, beyond 2 standard errors) and has Spearman <= 0.5",
         0.92,
         probe=explain_figures,
     ),
@@ -160,6 +163,7 @@ STUDIES = {
     "inference": bench_inference.GOAL,
     "weakseg": bench_weakseg.GOAL,
     "splitbrain": bench_splitbrain.GOAL,
+    "own-photos": bench_own_photos.GOAL,
     **dict.fromkeys(bench_speed.SPEED_BENCHMARKS, bench_speed.GOAL),
 }
 
@@ -190,6 +194,10 @@ def run_benchmark(
         )
     if run_dir is not None:
         raise UserError(f"--run-dir is for the transfer, weakseg and inference benchmarks, not for benchmark {name!r}")
+    if name == "own-photos":
+        return bench_own_photos.run_own_photos_study(
+            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
+        )
     if name == "splitbrain":
         return bench_splitbrain.run_splitbrain_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()

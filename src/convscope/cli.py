@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from convscope import __version__
 from convscope.errors import UserError
@@ -28,8 +29,37 @@ EXAMPLES = """examples:
 """
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Epilogs kept as written (the examples), and ``(default: X)`` after each option that has a real default.
+
+    An option whose default is None says in its own help what None means (``default: the recipe's``), so no
+    ``(default: None)``; nor is it added to on/off flags, empty lists, or help that already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or isinstance(default, bool) or default == [] or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def examples(*commands: str) -> str:
+    """A subcommand's epilog: ``examples:`` and one to three real command lines (tests/test_cli_help.py runs
+    each through the parser)."""
+    return "examples:\n" + "".join(f"  {command}\n" for command in commands)
+
+
+RUN_OR_WEIGHTS = "a run directory, or pretrained ImageNet weights by name: torchvision:resnet18, timm:NAME"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one ``error:`` line and exit status 2 like every other user error."""
+    """argparse, but a usage mistake is one ``error:`` line and exit status 2 like every other user error.
+
+    Every parser, the subcommands' too (``add_subparsers(parser_class=Parser)``), shows defaults and examples.
+    """
+
+    def __init__(self, *args: Any, formatter_class: type[argparse.HelpFormatter] = HelpFormatter, **kwargs: Any):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{self.prog}: {message}")
@@ -40,28 +70,48 @@ def build_parser() -> Parser:
         prog="convscope",
         description="Train convolutional networks, measure them honestly, show what they look at.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"convscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    train = commands.add_parser("train", help="train a recipe into a run directory")
-    train.add_argument("--recipe", help="a shipped recipe name (see `convscope recipes`) or a .toml file")
-    train.add_argument("--data", help="data set: fashion-mnist, cifar10, mnist:PATH, imagefolder:PATH, csv:PATH, ...")
-    train.add_argument("--model", help="model name (see `convscope models`)")
-    train.add_argument("--epochs", help="number of epochs")
-    train.add_argument("--batch-size", help="training batch size")
-    train.add_argument("--lr", help="learning rate (the peak for onecycle)")
-    train.add_argument("--precision", help="fp32 or bf16 (autocast)")
-    train.add_argument("--device", help="auto, cpu, cuda or mps")
-    train.add_argument("--seed", help="random seed (split, shuffling, augmentation, initialisation)")
-    train.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
+    train = commands.add_parser(
+        "train",
+        help="train a recipe into a run directory",
+        epilog=examples(
+            "convscope train --recipe cifar10 --epochs 5 --out runs/c10",
+            "convscope train --data imagefolder:photos --set augment.hflip=true --set train.early_stopping=patience",
+            "convscope train --recipe cifar10 --set optim.lr=0.002 --print-config",
+        ),
+    )
+    train.add_argument(
+        "--recipe",
+        help="a shipped recipe name (see `convscope recipes`) or a .toml file (default: classify for --data of images, "
+        "spanish-names for texts, fashion-mnist without --data)",
+    )
+    train.add_argument(
+        "--data",
+        help="data set: fashion-mnist, cifar10, mnist:PATH, imagefolder:PATH, csv:PATH, ... (default: the recipe's "
+        "data.name)",
+    )
+    train.add_argument("--model", help="model name, see `convscope models` (default: the recipe's model.name)")
+    train.add_argument("--epochs", help="number of epochs (default: the recipe's train.epochs)")
+    train.add_argument("--batch-size", help="training batch size (default: the recipe's train.batch_size)")
+    train.add_argument("--lr", help="learning rate, the peak for onecycle (default: the recipe's optim.lr)")
+    train.add_argument("--precision", help="fp32 or bf16 (autocast) (default: the recipe's train.precision)")
+    train.add_argument("--device", help="auto, cpu, cuda or mps (default: the recipe's train.device)")
+    train.add_argument(
+        "--seed", help="random seed: split, shuffling, augmentation, initialisation (default: the recipe's train.seed)"
+    )
+    train.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--skip-bad", action="store_true", help="skip corrupt images and list them instead of stopping")
     train.add_argument("--quiet", action="store_true", help="no progress bar or step lines: one line per epoch")
     train.add_argument("--deterministic", action="store_true", help="deterministic algorithms (same seed, same run)")
     train.add_argument(
-        "--nproc", type=int, help="data-parallel processes on this machine (torchrun); batch size is per process"
+        "--nproc",
+        type=int,
+        help="data-parallel processes on this machine (torchrun); batch size is per process (default: one process, "
+        "no launcher)",
     )
     train.add_argument("--backend", default="auto", help="process group backend: auto (nccl on GPUs, else gloo), ...")
     train.add_argument(
@@ -69,85 +119,181 @@ def build_parser() -> Parser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set any recipe field, e.g. --set optim.lr=0.01 --set augment.hflip=true",
+        help="set any recipe field, e.g. --set optim.lr=0.01 --set augment.hflip=true (`convscope recipes --keys` "
+        "lists them)",
+    )
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved recipe as TOML (what config.toml would hold) and train nothing",
     )
 
-    evaluate = commands.add_parser("evaluate", help="detailed test metrics of a run (writes RUN_DIR/eval.json)")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="detailed test metrics of a run (writes RUN_DIR/eval.json)",
+        epilog=examples("convscope evaluate runs/c10", "convscope evaluate runs/pets --data imagefolder:photos --tta"),
+    )
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="another data set with the same classes (default: the run's test split)")
-    evaluate.add_argument("--skip-bad", action="store_true")
+    evaluate.add_argument("--skip-bad", action="store_true", help="skip corrupt images instead of stopping")
     evaluate.add_argument("--tta", action="store_true", help="average 5 crops and their mirror images (images)")
     add_inference_flags(evaluate)
 
-    predict = commands.add_parser("predict", help="class probabilities for image files or texts")
-    predict.add_argument("run_dir")
+    predict = commands.add_parser(
+        "predict",
+        help="class probabilities for image files or texts",
+        epilog=examples(
+            "convscope predict runs/c10 cat.jpg dog.png --topk 3",
+            "convscope predict runs/names maria clara tuco_salamanca --json",
+            "convscope predict torchvision:alexnet photo.jpg --topk 12",
+        ),
+    )
+    predict.add_argument("run_dir", help=RUN_OR_WEIGHTS)
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
     predict.add_argument("--topk", type=int, help="classes shown per input (default: all up to 5 classes, else 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_inference_flags(predict)
 
-    export = commands.add_parser("export", help="write a run's model as ONNX or TorchScript, with a parity check")
+    export = commands.add_parser(
+        "export",
+        help="write a run's model as ONNX or TorchScript, with a parity check",
+        epilog=examples(
+            "convscope export runs/c10 --format onnx",
+            "convscope export runs/c10 --format torchscript --out c10.pt --examples 64",
+        ),
+    )
     export.add_argument("run_dir")
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    export.add_argument("--out", help="the file (default RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
-    export.add_argument("--examples", type=int, default=256, help="test examples of the parity check (default 256)")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="the file format (required)")
+    export.add_argument("--out", help="the file (default: RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    export.add_argument("--examples", type=int, default=256, help="test examples of the parity check")
 
-    explain = commands.add_parser("explain", help="what the model looks at: maps and overlays for inputs")
-    explain.add_argument("run_dir")
+    explain = commands.add_parser(
+        "explain",
+        help="what the model looks at: maps and overlays for inputs",
+        epilog=examples(
+            "convscope explain runs/c10 cat.jpg --method gradcam --target cat --out cat-gradcam.png",
+            "convscope explain runs/c10 cat.jpg dog.png --method integrated-gradients",
+            "convscope explain torchvision:resnet18 photo.jpg --method gradcam",
+        ),
+    )
+    explain.add_argument("run_dir", help=RUN_OR_WEIGHTS)
     explain.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (texts for a text run)")
     explain.add_argument(
         "--method",
         help="guided-backprop, gradcam, integrated-gradients, saliency, attention (weakly supervised runs) or "
-        "feature-maps",
+        "feature-maps (no default: image runs require one)",
     )
     explain.add_argument("--target", help="the class to explain, by name or index (default: the predicted class)")
     explain.add_argument("--layer", help="gradcam's layer, a module name (default: the last conv of the body)")
-    explain.add_argument("--out", help="the figure's file (default RUN_DIR/explanations/METHOD.png)")
-    explain.add_argument("--saturation", type=float, default=0.1, help="contrast of the map (seed 004: 0.1)")
-    explain.add_argument("--brightness", type=float, default=0.5, help="how much of the map shows (seed 004: 0.5)")
+    explain.add_argument("--out", help="the figure's file (default: RUN_DIR/explanations/METHOD.png; "
+                         "./explanations/ for named weights)")  # fmt: skip
+    explain.add_argument("--saturation", type=float, default=0.1, help="contrast of the map (seed 004's value)")
+    explain.add_argument("--brightness", type=float, default=0.5, help="how much of the map shows (seed 004's value)")
     explain.add_argument("--alpha", type=float, default=0.75, help="opacity of the map over the image")
 
     segment = commands.add_parser(
-        "segment", help="class masks of images by a weakly or fully supervised segmentation run"
+        "segment",
+        help="class masks of images by a weakly or fully supervised segmentation run",
+        epilog=examples("convscope segment runs/scenes scene.png --out masks/"),
     )
     segment.add_argument("run_dir")
     segment.add_argument("images", nargs="+", metavar="IMAGE")
-    segment.add_argument("--out", help="folder for the masks, overlays and segments.json (default RUN_DIR/segments)")
+    segment.add_argument("--out", help="folder for the masks, overlays and segments.json (default: RUN_DIR/segments)")
 
-    report = commands.add_parser("report", help="evaluate a run and write RUN_DIR/report.html")
+    report = commands.add_parser(
+        "report",
+        help="evaluate a run and write RUN_DIR/report.html",
+        epilog=examples("convscope report runs/c10", "convscope report runs/pets --trust-images 20"),
+    )
     report.add_argument("run_dir")
     report.add_argument("--trust-images", type=int, default=50, help="test images for the trust figures")
 
-    bench = commands.add_parser("bench", help="run a benchmark on the real data (writes benchmarks/results/NAME.json)")
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark on the real data (writes benchmarks/results/NAME.json)",
+        epilog=examples("convscope bench", "convscope bench fashion-mnist --set train.epochs=2 --out /tmp/fm.json"),
+    )
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
-    bench.add_argument("--out", help="write the JSON here instead")
+    bench.add_argument("--out", help="write the JSON here (default: benchmarks/results/NAME.json)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     bench.add_argument(
         "--run-dir",
-        help="transfer, weakseg: the study's folder, continued if it exists; inference: measure this trained run",
+        help="transfer, weakseg: the study's folder, continued if it exists; inference: measure this trained run "
+        "(default: a new runs/bench-NAME-<time>)",
     )
     bench.add_argument(
         "--target", type=float, help="speed-*: the test accuracy to race to (default: the benchmark's own)"
     )
 
-    commands.add_parser("recipes", help="list the shipped recipes")
-    models = commands.add_parser("models", help="list the registered models, or one model's layers")
+    recipes = commands.add_parser(
+        "recipes",
+        help="list the shipped recipes, or every key a recipe can set",
+        epilog=examples("convscope recipes", "convscope recipes --keys", "convscope recipes --keys --recipe cifar10"),
+    )
+    recipes.add_argument("--keys", action="store_true", help="list every settable key: type, default, what it does")
+    recipes.add_argument(
+        "--recipe", help="with --keys: also the options of this recipe's task and model (default: say how to see them)"
+    )
+    models = commands.add_parser(
+        "models",
+        help="list the registered models, or one model's layers",
+        epilog=examples("convscope models", "convscope models resnet18 --input-size 3,64,64 --classes 3"),
+    )
     models.add_argument("name", nargs="?", help="show this model's layers and output shapes")
-    models.add_argument("--input-size", default="3,32,32", help="C,H,W of the images (default 3,32,32)")
-    models.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    models.add_argument("--input-size", default="3,32,32", help="C,H,W of the images")
+    models.add_argument("--classes", type=int, default=10, help="number of classes")
 
-    plot = commands.add_parser("plot", help="redraw the figures of a run directory")
+    plot = commands.add_parser(
+        "plot", help="redraw the figures of a run directory", epilog=examples("convscope plot runs/c10")
+    )
     plot.add_argument("run_dir")
 
-    data = commands.add_parser("data", help="list, import and describe data sets")
+    data = commands.add_parser(
+        "data",
+        help="list, import and describe data sets",
+        epilog=examples("convscope data list", "convscope data import pets pets.tar.gz", "convscope data info pets"),
+    )
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    data_commands.add_parser("list", help="named and imported data sets")
-    data_import = data_commands.add_parser("import", help="decode PATH into the cache under NAME")
+    data_commands.add_parser("list", help="named and imported data sets", epilog=examples("convscope data list"))
+    data_import = data_commands.add_parser(
+        "import",
+        help="decode PATH into the cache under NAME",
+        epilog=examples("convscope data import pets pets.tar.gz", "convscope data import photos ~/photos --skip-bad"),
+    )
     data_import.add_argument("name")
     data_import.add_argument("path")
-    data_import.add_argument("--skip-bad", action="store_true")
-    data_info = data_commands.add_parser("info", help="splits, classes and sizes of a data set")
+    data_import.add_argument("--skip-bad", action="store_true", help="skip corrupt images and list them")
+    data_info = data_commands.add_parser(
+        "info",
+        help="splits, classes and sizes of a data set",
+        epilog=examples("convscope data info pets", "convscope data info imagefolder:photos"),
+    )
     data_info.add_argument("name")
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate range test: loss against an exponentially growing lr, a plot and a suggested lr",
+        description="The learning-rate range test (Smith 2015; fastai's lr_find, Lightning's Tuner.lr_find) on the "
+        "model `train` would start from: up to --steps mini-batches of the recipe's optimiser at a constant lr per "
+        "step growing exponentially from --start-lr to --end-lr (the schedule unused), stopped once the smoothed "
+        "loss passes 4x its best. Suggests the lr of the steepest descent of the smoothed loss, never past its "
+        "minimum. Writes no run: only the figure and its JSON.",
+        epilog=examples(
+            "convscope lr-find --recipe fashion-mnist",
+            "convscope lr-find --recipe cifar10 --data imagefolder:photos --steps 60 --out photos-lr.png",
+            "convscope lr-find --recipe fashion-mnist --batch-size 256 --end-lr 1",
+        ),
+    )
+    lr_find.add_argument("--recipe", help="a shipped recipe name or a .toml file (default: as for train)")
+    lr_find.add_argument("--data", help="data set, as for train (default: the recipe's data.name)")
+    lr_find.add_argument("--model", help="model name (default: the recipe's model.name)")
+    lr_find.add_argument("--batch-size", help="training batch size (default: the recipe's train.batch_size)")
+    lr_find.add_argument("--device", help="auto, cpu, cuda or mps (default: the recipe's train.device)")
+    lr_find.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any recipe field")
+    lr_find.add_argument("--steps", type=int, default=100, help="mini-batches at most (fewer once the loss diverges)")
+    lr_find.add_argument("--start-lr", type=float, default=1e-7, help="lr of the first step")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="lr of the last step")
+    lr_find.add_argument("--out", default="lr_find.png", help="the figure (.png, .svg or .pdf), the JSON beside it")
     return parser
 
 
@@ -184,6 +330,21 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
+def default_recipe(args: argparse.Namespace) -> str:
+    """``--recipe``, else the default for the data given: ``classify`` for images, ``spanish-names`` (the character
+    CNN) for texts, ``fashion-mnist`` (the demo) without data; a note names the choice."""
+    if args.recipe:
+        return args.recipe
+    data = args.data or next((item.partition("=")[2].strip().strip("'\"") for item in args.set
+                              if item.partition("=")[0].strip() == "data.name"), None)  # fmt: skip
+    if data is None:
+        return "fashion-mnist"
+    name = "spanish-names" if data.split(":")[0] in ("textcsv", "spanish-names") else "classify"
+    print(f"note: no --recipe: training {data} with the default {'text' if name != 'classify' else 'image'} "
+          f"classification recipe {name!r} (`convscope recipes` lists the others)", flush=True)  # fmt: skip
+    return name
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from convscope import api
     from convscope.distributed import check_nproc, choose_backend, launch, process_group
@@ -197,14 +358,21 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UserError(f"--resume continues the run with its saved recipe; drop {', '.join(given) or '--set'}")
         recipe = api.read_run_recipe(Path(args.out))
     else:
-        recipe = api.load_recipe(args.recipe or "fashion-mnist", overrides_from_args(args))
+        # With --print-config stdout is the TOML alone (to pipe into a file): the notes go to stderr.
+        with contextlib.redirect_stdout(sys.stderr if args.print_config else sys.stdout):
+            recipe = api.load_recipe(default_recipe(args), overrides_from_args(args))
+    if args.print_config:
+        from convscope.config import to_toml
+
+        print(to_toml(recipe.to_dict()), end="")  # what the run's config.toml would hold
+        return
     device = resolve_device(recipe.train.device)
     if args.nproc is not None:
         check_nproc(args.nproc, device)
         choose_backend(args.backend, device)
     if args.nproc is not None and args.nproc > 1:
         # Every worker must write to the same directory: fix the default name (it holds the time) here.
-        out = Path(args.out) if args.out is not None else api.default_run_dir(recipe.name)
+        out = Path(args.out) if args.out is not None else api.default_run_dir(recipe)
         launch(args.nproc, [*_without_nproc(args.argv), *(["--out", str(out)] if args.out is None else [])],
                run_dir=out)  # fmt: skip
         return
@@ -231,7 +399,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta,
                           batch_size=args.batch_size, precision=args.precision)  # fmt: skip
     print(f"{result['images']} test examples of {result['data']}")
-    print(f"accuracy {result['accuracy']:.4f}  error rate {result['error_rate']:.4f}  loss {result['loss']:.4f}")
+    low, high = result["accuracy_ci95"]
+    small = "; a small test set" if result["images"] < api.SMALL_TEST_SPLIT else ""
+    print(f"accuracy {result['accuracy']:.4f} (95% interval {low:.3f}-{high:.3f}{small})  error rate "
+          f"{result['error_rate']:.4f}  loss {result['loss']:.4f}")  # fmt: skip
     print(f"balanced error rate {_number(result['balanced_error_rate'])}  ROC AUC ({result['roc']['kind']}) "
           f"{_number(result['roc'].get('binary_auc', result['roc']['auc_macro']))}  mean AP "
           f"{_number(result['precision_recall']['mean_average_precision'])}")  # fmt: skip
@@ -334,9 +505,17 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(result.describe())
 
 
-def cmd_recipes(_: argparse.Namespace) -> None:
-    from convscope.config import list_recipes
+def cmd_recipes(args: argparse.Namespace) -> None:
+    from convscope.config import list_recipes, load_recipe
 
+    if args.keys:
+        from convscope.recipe_keys import describe_keys
+
+        recipe = load_recipe(args.recipe) if args.recipe is not None else None
+        print(describe_keys(recipe, args.recipe or ""), end="")
+        return
+    if args.recipe is not None:
+        raise UserError("recipes --recipe R goes with --keys: `convscope recipes --keys --recipe R`")
     rows = list_recipes()
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
@@ -382,6 +561,22 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(json.dumps(catalog.dataset_info(args.name), indent=2))
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from convscope import api
+    from convscope.engine.lr_find import RULE, LRFindSettings
+
+    # The train flags lr-find does not take count as not given.
+    given = {**dict.fromkeys(_TRAIN_FLAGS), "skip_bad": False, "quiet": False, "deterministic": False, **vars(args)}
+    recipe = api.load_recipe(default_recipe(args), overrides_from_args(argparse.Namespace(**given)))
+    settings = LRFindSettings(start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    result = api.lr_find(recipe, out=args.out, settings=settings)
+    if result["stopped"]:
+        print(f"stopped after {result['steps_run']} steps: {result['stopped']}")
+    suggestion = result["suggestion"]
+    print(f"written: {args.out}, {Path(args.out).with_suffix('.json')} ({result['seconds']:.1f} s)")
+    print(f"suggested lr: {suggestion['settings']['optim.lr']:g} ({RULE}); set it with {suggestion['flags']}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -395,6 +590,7 @@ COMMANDS = {
     "models": cmd_models,
     "plot": cmd_plot,
     "data": cmd_data,
+    "lr-find": cmd_lr_find,
 }
 
 

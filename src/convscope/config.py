@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from convscope.data.augment import AugmentConfig
-from convscope.data.datamodule import check_label_fraction
+from convscope.data.datamodule import check_label_fraction, check_normalize, requested_size
+from convscope.data.images import check_resize
 from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.engine.finetune import TransferConfig
 from convscope.errors import UserError
@@ -35,19 +36,27 @@ class DataConfig:
     test_fraction: float = 0.1  # held out (with a fixed seed) only when the source has no test split
     skip_bad: bool = False  # skip corrupt images (text rows without a text or label) instead of stopping
     subset: int = 0  # train on a random N of the training images (quick experiments); 0 = all
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 1024  # examples per forward pass of validation, test, evaluate and predict
     # Images: train on some classes only (in this order; labels renumbered), and N training images of each.
-    classes: list[str] = field(default_factory=list)  # empty: every class
+    classes: list[str] = field(default_factory=list)  # train on these classes only, in this order; empty: all
     per_class: int = 0  # N random training images per class before the valid split, by the run's seed; 0 = all
     label_fraction: float = 1.0  # or this fraction of each class's training images (stratified, by the seed)
+    # Images: the size the network takes, an integer (square) or [height, width]; 0: the data's own (a folder of
+    # files: their most common size, its longer side scaled down to at most 256)
+    image_size: int | list[int] = 0
+    resize: str = "crop"  # how other shapes reach image_size: crop (scale, centre crop) | squash | pad (with black)
+    normalize: str = "data"  # data: the training split's channel mean and std | imagenet: ImageNet's (pretrained)
     # Texts (textcsv:PATH, spanish-names). The valid_fraction split, drawn with seed 0, is also the test split.
     text_column: str = "text"  # textcsv: the column holding the texts
     label_column: str = "label"  # textcsv: the column holding the classes
     max_len: int = 22  # characters kept per text (longer ones are truncated), after a start token
-    lowercase: bool = True
+    lowercase: bool = True  # texts: lowercase them (training texts and predict inputs alike)
 
     def __post_init__(self) -> None:
         check_label_fraction(self.label_fraction)
+        requested_size(self.image_size)
+        check_resize(self.resize)
+        check_normalize(self.normalize)
 
 
 @dataclass
@@ -60,8 +69,8 @@ class NamedConfig:
 
 @dataclass
 class Recipe:
-    name: str = "custom"
-    description: str = ""
+    name: str = "custom"  # names the run (runs/NAME-TIME) and its summary.json
+    description: str = ""  # one line, shown by `convscope recipes` and in the report
     task: NamedConfig = field(default_factory=lambda: NamedConfig("classify"))
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -69,9 +78,19 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    # The data set the recipe file was written for (its own data.name); a run on other data says "recipe X on
+    # data Y" and resets the settings that do not carry over (convscope.adapt).
+    made_for: str = ""
+    # The keys given on the command line (--set and the flags): adapting the recipe to the data never touches them.
+    explicit: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    @property
+    def on_other_data(self) -> bool:
+        """Whether the run's data is not the one the recipe was written for (``made_for = "any"``: any data)."""
+        return self.made_for not in ("any", self.data.name)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "made_for": self.made_for}
         for section in ("task", "model"):
             named: NamedConfig = getattr(self, section)
             out[section] = {"name": named.name, **named.options}
@@ -121,6 +140,7 @@ def load_recipe(name_or_file: str | None, overrides: dict[str, str] | None = Non
     if name_or_file is not None:
         path = recipe_path(name_or_file)
         recipe = recipe_from_dict(read_toml(path), source=str(path), default_name=path.stem)
+    recipe.made_for = recipe.made_for or recipe.data.name  # the defaults' own data, without a file
     for key, raw in (overrides or {}).items():
         apply_override(recipe, key, raw)
     return validated(recipe)
@@ -137,8 +157,8 @@ def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "
     recipe = Recipe(name=data.get("name", default_name), description=data.get("description", ""))
     for key, value in data.items():
         where = f"{source}: {key}"
-        if key in ("name", "description"):
-            _check_type(value, str, where)
+        if key in ("name", "description", "made_for"):
+            setattr(recipe, key, _check_type(value, str, where))
         elif key in _NAMED_SECTIONS:
             value = _expect_table(value, where)
             named: NamedConfig = getattr(recipe, key)
@@ -150,8 +170,9 @@ def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "
             for field_name, field_value in _expect_table(value, where).items():
                 _set_field(section, key, field_name, field_value, source)
         else:
-            known = ", ".join(("name", "description", *_NAMED_SECTIONS, *_TYPED_SECTIONS))
+            known = ", ".join(("name", "description", "made_for", *_NAMED_SECTIONS, *_TYPED_SECTIONS))
             raise UserError(f"{source}: unknown recipe section {key!r}; expected one of: {known}")
+    recipe.made_for = recipe.made_for or recipe.data.name
     return validated(recipe)
 
 
@@ -159,6 +180,7 @@ def apply_override(recipe: Recipe, key: str, raw: str) -> None:
     """Apply ``--set section.field=value``; the value is read as TOML, else taken as a string."""
     value = parse_value(raw)
     section_name, _, field_name = key.partition(".")
+    recipe.explicit.add(key)
     if key in ("name", "description"):
         setattr(recipe, key, str(value))
         return

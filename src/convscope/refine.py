@@ -18,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from convscope.console import Stage
+
 # Temperatures as fractions of the score's standard deviation; bilateral (position, intensity) widths in pixels
 # and grey levels of 0-255. On FashionScenes the valid scenes chose 0.4 x, 40, 5 for the weak masks (test mean IoU
 # 0.392 raw, 0.641 refined) and a temperature of 0.14, 10, 10 for the supervised ones (0.659, 0.721).
@@ -73,9 +75,12 @@ def choose_refinement(classes: torch.Tensor, scores: torch.Tensor, threshold: fl
     classes, scores, images, truth = classes[part], scores[part], images[part], truth[part]
     best, best_score = None, score_of(torch.where(scores.float() > threshold, classes.long() + 1, 0), truth)
     sweep = [{"crf": None, "valid_mean_iou": best_score}]
-    for params in crf_grid(float(scores.float().std())):
-        score = score_of(refined_masks(classes, scores, threshold, images, params), truth)
-        sweep.append({**params, "valid_mean_iou": score})
-        if score > best_score:
-            best, best_score = params, score
+    grid = crf_grid(float(scores.float().std()))
+    with Stage("CRF search: settings tried", len(grid)) as stage:
+        for params in grid:
+            score = score_of(refined_masks(classes, scores, threshold, images, params), truth)
+            sweep.append({**params, "valid_mean_iou": score})
+            if score > best_score:
+                best, best_score = params, score
+            stage.advance()
     return best, best_score, sweep

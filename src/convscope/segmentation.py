@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 from torchmetrics.segmentation import MeanIoU
 
+from convscope.console import note
 from convscope.errors import UserError
 from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
@@ -322,13 +323,16 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
     from torchvision.transforms.v2 import functional as TF
 
     from convscope.data.augment import Normalize
-    from convscope.data.images import decode_image
+    from convscope.data.images import conversion_note, decode_image
     from convscope.report.segmentation import grey, hsv_rendering, save_palette_png
 
     if not hasattr(run.task, "rule"):
         raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: segment needs a class-map run (task weakseg "
                         "or segment)")  # fmt: skip
     rule, params, crf = read_rule(run.run_dir, run.task)
+    if not (run.run_dir / SEGMENTATION_FILE).is_file():
+        note(f"run '{run.run_dir}' has not chosen its mask thresholds ({SEGMENTATION_FILE} is missing: it had no "
+             f"scenes with masks to choose them on); using the defaults {params}")  # fmt: skip
     scorer = RULES[rule][0]
     size, channels = tuple(run.info["image_size"]), run.info["channels"]
     names = [run.info.get("background", "background"), *run.classes]
@@ -343,9 +347,9 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
         image = decode_image(path, channels)
         original = tuple(image.shape[-2:])
         pixels = image if original == size else TF.resize(image, list(size), antialias=True)
-        if original != size:
-            print(f"note: {path} is {original[1]}x{original[0]}; resized to {size[1]}x{size[0]}, the size the model "
-                  "was trained on, and its mask scaled back to the image", flush=True)  # fmt: skip
+        change = conversion_note(path, channels, size, "squash")
+        if change:  # the mask is scaled back to the whole image, so nothing is cropped away
+            note(f"{change}, the run's image size; its mask scaled back to the image")
         x = normalize(pixels[None].float().div(255).to(run.device))
         with torch.set_grad_enabled(scorer is gradcam_scores):
             scores = _on_cpu(scorer(run.task, run.model, x))

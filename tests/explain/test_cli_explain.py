@@ -30,7 +30,7 @@ def test_every_method_draws_a_figure_and_says_what_it_converted(capsys, run_dir:
     out = tmp_path / "figure.png"
     code, stdout, err = cli(capsys, "explain", run_dir, grey, "--method", method, "--out", out)
     assert code == 0, err
-    assert "greyscale converted to 3 channels, 30x20 scaled and centre-cropped to 16x16" in stdout
+    assert "greyscale converted to 3 channels, 30x20 scaled and centre-cropped to 16x16" in err  # notes: stderr
     assert f"{grey}: predicted " in stdout and f"written: {out}" in stdout
     assert Image.open(out).size[0] > 300
     if method == "gradcam":

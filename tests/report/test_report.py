@@ -42,7 +42,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = make_imagefolder(root / "pets", ("cat", "dog"), per_class=12, size=(16, 16), splits=("train", "test"))
         run = root / "run"
         assert main(["train", "--data", f"imagefolder:{folder}", "--out", str(run), *QUICK]) == 0
-        assert main(["report", str(run), "--trust-images", "6"]) == 0
+        # More than the 24 test images: the page must say how many were used, not how many were asked for.
+        assert main(["report", str(run), "--trust-images", "40"]) == 0
     return run / "report.html"
 
 
@@ -55,16 +56,25 @@ def test_report_is_one_self_contained_page_with_every_section(report: Path):
                     "Explanations", "Can the explanations be trusted?", "Configuration"):  # fmt: skip
         assert f"<h2>{html.escape(heading)}</h2>" in text
     for alt in ("loss and accuracy", "learning-rate schedule", "confusion matrix", "ROC", "PR", "explanations",
-                "feature maps", "deletion curves"):  # fmt: skip
+                "feature maps", "deletion and insertion curves"):  # fmt: skip
         assert f'alt="{alt}"' in text
     evaluation = json.loads((report.parent / "eval.json").read_text())
     assert f"{evaluation['balanced_error_rate']:.4f}" in text
     assert "attention does not apply" in text
     for method in ("saliency", "guided-backprop", "gradcam", "integrated-gradients", "random"):
         assert f'<td class="text">{method}</td>' in text
-    labels = re.findall(r'<td class="(pass|fail)">(PASS|FAIL)</td>', text)
-    assert len(labels) == 4 and all(css.upper() == label for css, label in labels)
-    assert "a method fails when its randomisation Spearman is above 0.5" in text
+    rows = re.findall(r'<td class="text">([a-z-]+)</td>.*?<td class="(pass|fail|text)">([A-Za-z ]+)</td>'
+                      r'<td class="text">([^<]*)</td>', text)  # fmt: skip
+    verdicts = {method: (css, label, reason) for method, css, label, reason in rows}
+    assert verdicts["random"] == ("text", "reference", "uniform noise maps: the chance level each method must beat")
+    for method in ("saliency", "guided-backprop", "gradcam", "integrated-gradients"):
+        css, label, reason = verdicts[method]
+        assert css.upper() == label and reason  # every verdict says why
+        assert reason.startswith("beats random maps on") == (label == "PASS")
+    assert "PASS only if the method beats the random maps of the same images" in text
+    # Random pictures of no object: no mask to point at, and the count is the split's 24, not the 40 asked for.
+    assert text.count('<td class="text">needs object masks</td>') == 5
+    assert "24 test images: the first 24 images of the run&#x27;s test split (all of it: 40 were asked for)" in text
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `make setup` installs Debian's chromium when run as root")

@@ -247,12 +247,12 @@ class Pipeline:
 class AugmentConfig:
     """Training augmentation; zero or False leaves a step out."""
 
-    crop_padding: int = 0
+    crop_padding: int = 0  # random crop of the image size after padding each side by N pixels
     crop_padding_mode: str = "reflect"  # reflect | zeros (torchvision's RandomCrop, as seed 000 uses it)
-    hflip: bool = False
-    vflip: bool = False
-    rotation: float = 0.0
-    center_crop: int = 0
+    hflip: bool = False  # mirror left-right with probability 0.5
+    vflip: bool = False  # flip upside down with probability 0.5
+    rotation: float = 0.0  # rotate by an angle uniform in [-N, N] degrees (zeros outside)
+    center_crop: int = 0  # crop the centre N x N (training and evaluation alike)
     pca_color: float = 0.0  # AlexNet's PCA colour noise: std of the per-component weights (AlexNet: 0.1)
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ before is decoded.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import os
@@ -24,8 +25,9 @@ from typing import Any
 import torch
 
 from convscope.data.archive import is_archive, safe_extract
-from convscope.data.base import Splits
+from convscope.data.base import ImageSet, Splits
 from convscope.data.cache import cache_root, content_key, is_cached, load_splits, save_splits
+from convscope.data.images import MAX_DEFAULT_SIDE, check_resize, fit_size
 from convscope.data.sources import (
     decode_plan,
     find_cifar_files,
@@ -88,9 +90,24 @@ class _Source:
         return content_key(self.files, self.base, self.options)
 
 
-def open_dataset(spec: str, *, skip_bad: bool = False) -> Dataset:
-    """Open the data set ``spec`` names, decoding it only if its content is not cached."""
-    return _open(spec, _source(*_resolve(spec)), skip_bad)
+def open_dataset(
+    spec: str, *, skip_bad: bool = False, size: tuple[int, int] | None = None, resize: str = "crop"
+) -> Dataset:
+    """Open the data set ``spec`` names, decoding it only if its content is not cached.
+
+    ``size`` (height, width) brings every image to that size by ``resize`` (see ``data.images.RESIZE_MODES``);
+    ``None`` keeps the source's own size (a folder: :func:`convscope.data.images.default_size`). Files are decoded
+    straight to ``size`` (cached per size); tensor sources (IDX, CIFAR) are resized in memory.
+    """
+    check_resize(resize)
+    dataset = _open(spec, _source(*_resolve(spec), size=size, resize=resize), skip_bad)
+    if size is None or tuple(size) == dataset.image_size:
+        return dataset
+    splits = {
+        name: ImageSet(fit_size(part.images, tuple(size), resize), part.labels, part.classes)
+        for name, part in dataset.splits.items()
+    }
+    return dataclasses.replace(dataset, splits=splits)
 
 
 def import_dataset(name: str, path: str, *, skip_bad: bool = False) -> Dataset:
@@ -112,6 +129,14 @@ def list_datasets() -> list[dict[str, Any]]:
     return rows + [_describe(name, spec) for name, spec in sorted(imported.items())]
 
 
+# What ``data info`` says of the size a run trains at, unless data.image_size sets another.
+IMAGE_SIZE_RULE = (
+    "the source's own size: for a folder of files their most common size, scaled down (aspect kept) so that its "
+    f"longer side is at most {MAX_DEFAULT_SIDE}, the other files brought to it by data.resize (default 'crop': "
+    "scaled to cover it, centre cropped); data.image_size sets another"
+)
+
+
 def dataset_info(spec: str) -> dict[str, Any]:
     """Splits with their counts and per-class counts, classes, channels, image size and cache key.
 
@@ -126,6 +151,7 @@ def dataset_info(spec: str) -> dict[str, Any]:
         "classes": dataset.classes,
         "channels": dataset.channels,
         "image_size": list(dataset.image_size),
+        "image_size_rule": IMAGE_SIZE_RULE,
         "splits": {
             name: {"count": len(part), "per_class": _per_class(part.labels, dataset.classes)}
             for name, part in dataset.splits.items()
@@ -167,19 +193,21 @@ def _resolve(spec: str) -> tuple[str, Path]:
     raise UserError(f"unknown data set '{spec}': expected {FORMS}{names}")
 
 
-def _source(kind: str, path: Path) -> _Source:
+def _source(kind: str, path: Path, *, size: tuple[int, int] | None = None, resize: str = "crop") -> _Source:
     if kind in ("mnist", "fashion-mnist"):
         return _idx_source(path, fashion=kind == "fashion-mnist")
     if kind == "cifar10":
         return _cifar_source(path)
+    # Only a size that was asked for joins the key, so the caches of the default size stay valid.
+    sized = {"size": list(size), "resize": resize} if size is not None else {}
     if kind == "imagefolder" and is_archive(path):
-        return _archive_source(path)
+        return _archive_source(path, size=size, resize=resize, sized=sized)
     plan = scan_imagefolder(path) if kind == "imagefolder" else scan_csv_folder(path)
 
     def decode(skip_bad: bool) -> tuple[Splits, list[str]]:
-        return decode_plan(plan, skip_bad=skip_bad)
+        return decode_plan(plan, skip_bad=skip_bad, size=size, resize=resize)
 
-    return _Source(path, plan.files(), plan.root, {"kind": kind}, decode)
+    return _Source(path, plan.files(), plan.root, {"kind": kind, **sized}, decode)
 
 
 def _idx_source(path: Path, *, fashion: bool) -> _Source:
@@ -200,12 +228,12 @@ def _cifar_source(path: Path) -> _Source:
     return _Source(path, files, path if path.is_file() else files[0].parent, {"kind": "cifar10"}, decode)
 
 
-def _archive_source(path: Path) -> _Source:
+def _archive_source(path: Path, *, size: tuple[int, int] | None, resize: str, sized: dict[str, Any]) -> _Source:
     def decode(skip_bad: bool) -> tuple[Splits, list[str]]:
-        return read_imagefolder(_extract(path), skip_bad=skip_bad)
+        return read_imagefolder(_extract(path), skip_bad=skip_bad, size=size, resize=resize)
 
     # Keyed by the archive alone: once cached, it is neither extracted nor listed again.
-    return _Source(path, [path], path, {"kind": "imagefolder"}, decode)
+    return _Source(path, [path], path, {"kind": "imagefolder", **sized}, decode)
 
 
 def _extract(archive: Path) -> Path:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from convscope.console import note
 from convscope.data.augment import AugmentConfig, Normalize, build_augment
 from convscope.data.base import ImageSet
 from convscope.data.catalog import Dataset, open_dataset
-from convscope.data.images import decode_image, fit_size
+from convscope.data.images import RESIZED, conversion_note, decode_image, fit_size
 from convscope.data.loader import TensorLoader
 from convscope.data.modality import MODALITIES
 from convscope.data.split import channel_stats, color_pca, train_valid_split
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 # The held-out test split of a source without one must not move with the run's seed,
 # or two runs of one recipe would be measured on different images.
 TEST_SPLIT_SEED = 0
+# ``data.normalize``: by the training split's own channel statistics, or by ImageNet's, which pretrained
+# ImageNet weights (``transfer.init = "torchvision:resnet18"``) were trained with.
+NORMALIZATIONS = ("data", "imagenet")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
@@ -112,6 +118,39 @@ def take_per_class(data: ImageSet, per_class: int, seed: int) -> ImageSet:
     return data.subset(torch.cat(keep).sort().values)
 
 
+def check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZATIONS:
+        raise UserError(f"data.normalize = {normalize!r}: expected one of: {', '.join(NORMALIZATIONS)}")
+
+
+def requested_size(value: int | Sequence[int]) -> tuple[int, int] | None:
+    """``data.image_size`` as (height, width), or None for the data's own size (0)."""
+    sides = [value] if isinstance(value, int) else list(value)
+    if sides == [0]:
+        return None
+    if len(sides) not in (1, 2) or not all(isinstance(v, int) and 1 <= v <= 4096 for v in sides):
+        raise UserError(
+            f"data.image_size = {value!r}: expected 0 (the data's own size), an integer in [1, 4096] or [height, width]"
+        )
+    return (sides[0], sides[-1])
+
+
+# The most a held-out split may take of a small data set when its fraction grows to reach ``min_split`` images.
+MAX_SMALL_FRACTION = 0.2
+# The images a held-out split is grown to on a small data set, unless its fraction is set explicitly: 15 test images
+# measure an accuracy to +-20 points, 30 to about +-15.
+SMALL_DATA_SPLIT = 30
+
+
+def fraction_by_size(fraction: float, count: int, min_split: int) -> float:
+    """``fraction`` of ``count`` images, raised on a small data set so that it holds ``min_split`` images, up to
+    :data:`MAX_SMALL_FRACTION`; a fraction of 0 (no split) stays 0. With 300 or more images and the default 0.1
+    nothing changes."""
+    if fraction <= 0 or min_split <= 0 or count <= 0:
+        return fraction
+    return max(fraction, min(MAX_SMALL_FRACTION, min_split / count))
+
+
 def check_label_fraction(fraction: float) -> None:
     if not 0 < fraction <= 1:
         raise UserError(f"data.label_fraction = {fraction}: expected a fraction in (0, 1] of the training labels")
@@ -128,19 +167,26 @@ def prepare_image_data(
     classes: Sequence[str] = (),
     per_class: int = 0,
     label_fraction: float = 1.0,
+    normalize: str = "data",
+    image_size: tuple[int, int] | None = None,
+    resize: str = "crop",
+    min_split: int = 0,
 ) -> ImageData:
     """Open ``spec`` (only ``classes`` when given) and split it; mean and std are the training split's own.
 
     ``per_class`` keeps that many training images of each class, ``label_fraction`` that fraction of each class,
     before the valid split (few-label experiments: the validation images come out of the labelled ones).
+    ``image_size`` and ``resize``: see :func:`convscope.data.catalog.open_dataset`. ``min_split``: on a small data
+    set the test and valid fractions grow (up to :data:`MAX_SMALL_FRACTION`) until the split holds that many images.
     """
     if per_class < 0:
         raise UserError(f"data.per_class = {per_class}: expected an integer >= 0 (0: every image)")
     check_label_fraction(label_fraction)
-    dataset = select_classes(open_dataset(spec, skip_bad=skip_bad), classes)
+    dataset = select_classes(open_dataset(spec, skip_bad=skip_bad, size=image_size, resize=resize), classes)
     train = dataset.splits["train"]
     test = dataset.splits.get("test")
     if test is None:
+        test_fraction = fraction_by_size(test_fraction, len(train), min_split)
         keep, held_out = train_valid_split(train.labels, test_fraction, TEST_SPLIT_SEED, field="data.test_fraction")
         if len(held_out) == 0:
             raise UserError(f"data set {spec!r} has no test split and data.test_fraction is 0")
@@ -151,6 +197,7 @@ def prepare_image_data(
         # The stratified draw of the valid split, used to keep a fraction of every class.
         train = train.subset(train_valid_split(train.labels, label_fraction, seed, field="data.label_fraction")[1])
     valid = None
+    valid_fraction = fraction_by_size(valid_fraction, len(train), min_split)
     if valid_fraction > 0:
         train_index, valid_index = train_valid_split(train.labels, valid_fraction, seed, field="data.valid_fraction")
         train, valid = train.subset(train_index), train.subset(valid_index)
@@ -159,7 +206,13 @@ def prepare_image_data(
         train = train.subset(torch.randperm(len(train), generator=generator)[:subset].sort().values)
     if len(train) == 0:
         raise UserError(f"data set {spec!r} leaves no training images after the valid/test split")
-    mean, std = channel_stats(train.images)
+    if normalize == "imagenet":
+        if dataset.channels != 3:
+            raise UserError(f"data.normalize = 'imagenet' needs colour images; data set {spec!r} has "
+                            f"{dataset.channels} channel(s): use data.normalize = 'data'")  # fmt: skip
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    else:
+        mean, std = channel_stats(train.images)
     return ImageData(dataset, train, valid, test, mean, std)
 
 
@@ -208,6 +261,10 @@ class ImageModality:
             classes=recipe.data.classes,
             per_class=recipe.data.per_class,
             label_fraction=recipe.data.label_fraction,
+            normalize=recipe.data.normalize,
+            image_size=requested_size(recipe.data.image_size),
+            resize=recipe.data.resize,
+            min_split=0 if {"data.valid_fraction", "data.test_fraction"} & recipe.explicit else SMALL_DATA_SPLIT,
         )
 
     def evaluation_loader(self, recipe: Recipe, info: dict[str, Any], spec: str, device: torch.device) -> TensorLoader:
@@ -216,10 +273,18 @@ class ImageModality:
             raise UserError(
                 f"data {spec!r} has classes {dataset.classes}, but the run was trained on {info['classes']}"
             )
-        if dataset.channels != info["channels"] or list(dataset.image_size) != info["image_size"]:
+        if dataset.channels != info["channels"]:
             raise UserError(
-                f"data {spec!r} has {dataset.channels}x{dataset.image_size[0]}x{dataset.image_size[1]} images, the "
-                f"run expects {info['channels']}x{info['image_size'][0]}x{info['image_size'][1]}"
+                f"data {spec!r} has {dataset.channels}-channel images, the run expects {info['channels']} channels"
+            )
+        size = tuple(info["image_size"])
+        if dataset.image_size != size:
+            resize = recipe.data.resize
+            note(f"data {spec!r}: {dataset.image_size[0]}x{dataset.image_size[1]} images {RESIZED[resize]} to "
+                 f"{size[0]}x{size[1]} (data.resize = {resize!r}), the run's image size")  # fmt: skip
+            dataset = select_classes(
+                open_dataset(spec, skip_bad=recipe.data.skip_bad, size=size, resize=recipe.data.resize),
+                recipe.data.classes,
             )
         test = dataset.splits.get("test", dataset.splits["train"])
         return make_loader(test, recipe.data.eval_batch_size, mean=info["mean"], std=info["std"], device=device,
@@ -240,7 +305,15 @@ class ImageModality:
             path = Path(name)
             if not path.is_file():
                 raise UserError(f"input image '{path}' does not exist")
-            images.append(fit_size(decode_image(path, info["channels"]), tuple(info["image_size"])))
+            size, resize = tuple(info["image_size"]), recipe.data.resize
+            change = conversion_note(path, info["channels"], size, resize)
+            if change:  # predict, evaluate, explain and segment say alike what they did to an input
+                crop = recipe.augment.center_crop
+                note(
+                    f"{change}, the run's image size"
+                    + (f", then its centre {crop}x{crop} as in training" if crop else "")
+                )
+            images.append(fit_size(decode_image(path, info["channels"]), size, resize))
         x = torch.stack(images).to(device).float().div_(255)
         evaluation = build_augment(recipe.augment, train=False)
         if evaluation is not None:

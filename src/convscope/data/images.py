@@ -28,6 +28,7 @@ import torchvision.io
 import torchvision.transforms.v2.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from convscope.console import Stage
 from convscope.errors import UserError
 
 SUPPORTED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -44,6 +45,14 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec, which is not a dependency.
 _TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+# How an image of another shape is brought to the data set's size (data.resize): "crop" scales it to cover the size
+# and crops the centre, "squash" scales each side to it (the aspect ratio changes), "pad" scales it to fit inside and
+# pads the rest with black.
+RESIZE_MODES = ("crop", "squash", "pad")
+# The default size of a folder of files is their most common size, scaled down (aspect kept) so that its longer side
+# is at most this: a folder of camera photographs would otherwise fill the memory and take hours per epoch.
+MAX_DEFAULT_SIDE = 256
 
 _CHUNK = 256  # files per thread-pool task: amortises the per-task overhead on tiny images
 _MAX_WORKERS = 8
@@ -83,7 +92,14 @@ def decode_image(path: Path, channels: int) -> torch.Tensor:
         return _decode(path, channels)
 
 
-def conversion_note(path: Path, channels: int, size: tuple[int, int]) -> str | None:
+RESIZED = {
+    "crop": "scaled and centre-cropped",
+    "squash": "scaled (aspect ratio changed)",
+    "pad": "scaled and padded with black",
+}
+
+
+def conversion_note(path: Path, channels: int, size: tuple[int, int], resize: str = "crop") -> str | None:
     """What :func:`decode_image` and :func:`fit_size` change to bring ``path`` to ``channels`` and ``size``, in
     words for the user, or None when the file already has them."""
     info = probe_image(path)
@@ -93,25 +109,52 @@ def conversion_note(path: Path, channels: int, size: tuple[int, int]) -> str | N
     elif not info.colour and channels == 3:
         changes.append("greyscale converted to 3 channels")
     if info.size != tuple(size):
-        changes.append(f"{info.size[0]}x{info.size[1]} scaled and centre-cropped to {size[0]}x{size[1]}")
+        changes.append(
+            f"{info.size[0]}x{info.size[1]} {RESIZED[resize]} to {size[0]}x{size[1]} (data.resize = {resize!r})"
+        )
     return f"'{path}': " + ", ".join(changes) if changes else None
 
 
-def fit_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Scale ``image`` until it covers ``size`` (the shorter side for a square), then center-crop to it."""
+def check_resize(mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise UserError(f"data.resize = {mode!r}: expected one of {', '.join(RESIZE_MODES)}")
+
+
+def fit_size(image: torch.Tensor, size: tuple[int, int], resize: str = "crop") -> torch.Tensor:
+    """Bring ``image`` (C x H x W or N x C x H x W) to ``size`` by ``resize`` (see :data:`RESIZE_MODES`)."""
     height, width = image.shape[-2:]
+    size = tuple(size)
     if (height, width) == size:
         return image
-    scale = max(size[0] / height, size[1] / width)
-    covering = [max(size[0], round(height * scale)), max(size[1], round(width * scale))]
-    return F.center_crop(F.resize(image, covering, antialias=True), list(size))
+    if resize == "squash":
+        return F.resize(image, list(size), antialias=True)
+    cover = resize == "crop"
+    scale = max(size[0] / height, size[1] / width) if cover else min(size[0] / height, size[1] / width)
+    scaled = [round(height * scale), round(width * scale)]
+    if cover:
+        scaled = [max(size[0], scaled[0]), max(size[1], scaled[1])]
+        return F.center_crop(F.resize(image, scaled, antialias=True), list(size))
+    scaled = [min(size[0], max(1, scaled[0])), min(size[1], max(1, scaled[1]))]
+    top, left = (size[0] - scaled[0]) // 2, (size[1] - scaled[1]) // 2
+    padding = [left, top, size[1] - scaled[1] - left, size[0] - scaled[0] - top]
+    return F.pad(F.resize(image, scaled, antialias=True), padding, fill=0)
 
 
-def load_images(paths: Sequence[Path], *, skip_bad: bool = False, size: tuple[int, int] | None = None) -> DecodedImages:
+def default_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """A folder's image size when ``data.image_size`` is not set: the most common size of its files, scaled down
+    (aspect kept) so that its longer side is at most :data:`MAX_DEFAULT_SIDE`."""
+    height, width = Counter(sizes).most_common(1)[0][0]
+    scale = min(1.0, MAX_DEFAULT_SIDE / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def load_images(
+    paths: Sequence[Path], *, skip_bad: bool = False, size: tuple[int, int] | None = None, resize: str = "crop"
+) -> DecodedImages:
     """Decode ``paths`` in a thread pool into one tensor.
 
-    Channels are 1 if every image is grey, else 3; images are brought to ``size``,
-    by default the most common size. A file that cannot be decoded raises
+    Channels are 1 if every image is grey, else 3; images are brought to ``size`` by ``resize``,
+    by default :func:`default_size`. A file that cannot be decoded raises
     :class:`UserError`, or with ``skip_bad`` is left out and listed in ``skipped``.
     """
     infos = _in_chunks(len(paths), lambda chunk: [_probe_or_skip(paths[i], skip_bad) for i in chunk])
@@ -119,7 +162,7 @@ def load_images(paths: Sequence[Path], *, skip_bad: bool = False, size: tuple[in
     if not readable:
         raise _nothing_decoded(paths)
     channels = 3 if any(infos[i].colour for i in readable) else 1
-    size = size or Counter(infos[i].size for i in readable).most_common(1)[0][0]
+    size = tuple(size) if size else default_size([infos[i].size for i in readable])
     out = torch.empty((len(readable), channels, *size), dtype=torch.uint8)
 
     def decode_chunk(chunk: range) -> list[int]:
@@ -129,11 +172,11 @@ def load_images(paths: Sequence[Path], *, skip_bad: bool = False, size: tuple[in
             if image is None:
                 failed.append(slot)
             else:
-                out[slot] = fit_size(image, size)
+                out[slot] = fit_size(image, size, resize)
         return failed
 
-    with _quiet_torchvision():
-        failed = set(_in_chunks(len(readable), decode_chunk))
+    with _quiet_torchvision(), Stage(f"decoding {len(readable)} images", len(readable), unit="images") as stage:
+        failed = set(_in_chunks(len(readable), decode_chunk, stage))
     kept_slots = [slot for slot in range(len(readable)) if slot not in failed]
     if not kept_slots:
         raise _nothing_decoded(paths)
@@ -202,7 +245,7 @@ def _decode_or_skip(path: Path, channels: int, skip_bad: bool) -> torch.Tensor |
         raise
 
 
-def _in_chunks(count: int, work: Callable[[range], list[T]]) -> list[T]:
+def _in_chunks(count: int, work: Callable[[range], list[T]], stage: Stage | None = None) -> list[T]:
     """Run ``work`` over consecutive index ranges in a thread pool; results concatenated in order.
 
     Results are collected in order, so the error raised is the one of the earliest
@@ -213,7 +256,12 @@ def _in_chunks(count: int, work: Callable[[range], list[T]]) -> list[T]:
     with ThreadPoolExecutor(workers, thread_name_prefix="convscope-decode") as pool:
         futures = [pool.submit(work, chunk) for chunk in chunks]
         try:
-            return [item for future in futures for item in future.result()]
+            results = []
+            for chunk, future in zip(chunks, futures, strict=True):
+                results += future.result()
+                if stage is not None:
+                    stage.advance(len(chunk))
+            return results
         except BaseException:
             for future in futures:
                 future.cancel()

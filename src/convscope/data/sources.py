@@ -164,10 +164,10 @@ def scan_imagefolder(path: Path) -> FolderPlan:
 
 
 def read_imagefolder(
-    path: Path, *, skip_bad: bool = False, size: tuple[int, int] | None = None
+    path: Path, *, skip_bad: bool = False, size: tuple[int, int] | None = None, resize: str = "crop"
 ) -> tuple[Splits, list[str]]:
     """Decode an ImageFolder layout (see :func:`scan_imagefolder`)."""
-    return decode_plan(scan_imagefolder(path), skip_bad=skip_bad, size=size)
+    return decode_plan(scan_imagefolder(path), skip_bad=skip_bad, size=size, resize=resize)
 
 
 def scan_csv_folder(path: Path) -> FolderPlan:
@@ -204,14 +204,14 @@ def scan_csv_folder(path: Path) -> FolderPlan:
 
 
 def read_csv_folder(
-    path: Path, *, skip_bad: bool = False, size: tuple[int, int] | None = None
+    path: Path, *, skip_bad: bool = False, size: tuple[int, int] | None = None, resize: str = "crop"
 ) -> tuple[Splits, list[str]]:
     """Decode a CSV-labelled folder (see :func:`scan_csv_folder`)."""
-    return decode_plan(scan_csv_folder(path), skip_bad=skip_bad, size=size)
+    return decode_plan(scan_csv_folder(path), skip_bad=skip_bad, size=size, resize=resize)
 
 
 def decode_plan(
-    plan: FolderPlan, *, skip_bad: bool = False, size: tuple[int, int] | None = None
+    plan: FolderPlan, *, skip_bad: bool = False, size: tuple[int, int] | None = None, resize: str = "crop"
 ) -> tuple[Splits, list[str]]:
     """Decode every split of ``plan`` together, so all share one channel count and size."""
     if plan.missing and not skip_bad:
@@ -220,7 +220,7 @@ def decode_plan(
     labels = [label for items in plan.items.values() for _, label in items]
     if not paths:
         raise UserError(f"'{plan.root}' has no image to decode")
-    decoded = load_images(paths, skip_bad=skip_bad, size=size)
+    decoded = load_images(paths, skip_bad=skip_bad, size=size, resize=resize)
     splits = {}
     start = 0
     for split, items in plan.items.items():

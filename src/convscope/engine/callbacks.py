@@ -9,6 +9,7 @@ cleanly: the trainer finishes the event for the other callbacks and writes a fin
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convscope.engine.config import MONITOR_MODES
@@ -56,6 +57,10 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """Once, when ``fit`` returns (also after StopTraining)."""
+
+    def figures(self) -> dict[str, Path]:
+        """The image files this callback drew at the epoch end just past, by name: loggers (TensorBoard) show them."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

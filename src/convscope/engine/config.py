@@ -1,6 +1,6 @@
 """Training configuration as plain typed data: each dataclass becomes a section of a recipe TOML.
 
-Only simple field types (str, int, float, bool, list[float]) so a recipe can set every field.
+Only simple field types (str, int, float, bool, list[float], list[str]) so a recipe can set every field.
 ``validate()`` checks values against what the engine accepts; it runs on construction and again
 when the Trainer starts, because the recipe loader may set fields one at a time.
 """
@@ -8,7 +8,7 @@ when the Trainer starts, because the recipe loader may set fields one at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from convscope.errors import UserError
 
@@ -17,6 +17,7 @@ SCHEDULERS = ("none", "onecycle", "cosine", "step", "linear")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EARLY_STOPPING = ("none", "seed001", "patience")
+LOGGERS = ("csv", "tensorboard")
 MONITOR_MODES = ("max", "min")
 
 
@@ -40,11 +41,12 @@ def _in_range(section: str, field: str, value: float, low: float, high: float) -
 class OptimConfig:
     name: str = "adamw"  # sgd | adam | adamw | muon (Muon for conv filters, SGD for the rest: engine/muon.py)
     lr: float = 1e-3  # base lr; the peak lr for onecycle; muon: the conv filters' lr
-    # muon: the fraction of each weight and bias taken off per step at the full lr (decoupled; filters get none)
+    # sgd, adam: L2 penalty; adamw: decoupled decay; muon: the fraction of each weight and bias taken off per step
+    # at the full lr (decoupled; filters get none)
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd momentum / beta1 of adam(w); onecycle cycles it 0.95 -> 0.85 -> 0.95 instead
-    nesterov: bool = False
-    beta2: float = 0.999
+    nesterov: bool = False  # Nesterov momentum (sgd, and the SGD part of muon)
+    beta2: float = 0.999  # adam(w): decay of the squared-gradient average
     muon_momentum: float = 0.6  # muon: the filters' (Nesterov) momentum; `momentum` is the SGD part's
     linear_lr: float = 0.0  # muon: lr of the 2-D weights (linear layers, the classifier); required
     bias_lr: float = 0.0  # muon: lr of the 1-D parameters (biases, batch-norm shifts and scales); required
@@ -90,12 +92,12 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128  # used by whoever builds the loaders
+    epochs: int = 10  # passes over the training split (transfer: both phases together)
+    batch_size: int = 128  # training examples per step (per process with --nproc)
     precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory layout (faster convolutions with bf16 on recent CPUs and GPUs)
     device: str = "auto"  # auto | cpu | cuda | mps
-    seed: int = 0
+    seed: int = 0  # the valid split, shuffling, augmentation and initialisation
     deterministic: bool = False  # torch.use_deterministic_algorithms
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     log_every: int = 50  # steps between log lines when there is no bar
@@ -107,6 +109,12 @@ class TrainConfig:
     monitor: str = "accuracy"  # a validation metric name: picks best.pt and drives early stopping
     monitor_mode: str = "max"  # max | min
     quiet: bool = False  # no bar and no step lines: only one line per epoch
+    # Stop a phase whose loss is not finite or whose moving average exceeds this many times its best (and its
+    # start), keeping the last good weights (engine/divergence.py); 0: only the non-finite check
+    divergence_factor: float = 4.0
+    # csv | tensorboard: where the metrics go besides the screen. metrics.csv is always written (resume, plots and
+    # reports read it), so "csv" only makes that explicit; "tensorboard" adds event files (engine/tensorboard.py).
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,5 +132,11 @@ class TrainConfig:
         _choice(s, "early_stopping", self.early_stopping, EARLY_STOPPING)
         _at_least(s, "patience", self.patience, 1)
         _choice(s, "monitor_mode", self.monitor_mode, MONITOR_MODES)
+        if not (self.divergence_factor == 0 or self.divergence_factor > 1):
+            raise UserError(f"train.divergence_factor = {self.divergence_factor!r} must be 0 (off) or > 1")
         if not self.monitor:
             raise UserError("train.monitor is empty; name a validation metric such as 'accuracy' or 'loss'")
+        if isinstance(self.loggers, str):
+            raise UserError(f"train.loggers = {self.loggers!r}: expected a list such as ['csv', 'tensorboard']")
+        for name in self.loggers:
+            _choice(s, "loggers", name, LOGGERS)

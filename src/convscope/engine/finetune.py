@@ -32,7 +32,7 @@ PHASE1_DIR = "phase1"
 class TransferConfig:
     """The recipe's ``[transfer]`` section."""
 
-    init: str = ""  # weights to start from: a run directory, a .pth state dict or a .safetensors file
+    init: str = ""  # start from: a run directory, a .pth or .safetensors file, or torchvision:NAME, timm:NAME
     freeze_epochs: int = 0  # phase 1: epochs (out of train.epochs) training the head on a frozen backbone
     unfreeze_at: float = 0.0  # or phase 1 as a fraction of train.epochs (seed 002 froze half: 0.5)
     finetune_lr_factor: float = 0.1  # phase 2's optim.lr, and so its schedule's peak, is optim.lr times this
@@ -193,6 +193,12 @@ def train_in_phases(
         if phase.frozen and backbone is not None:
             set_frozen(backbone, False)
         results.append(PhaseResult(phase, trainer, history))
+        if trainer.diverged is not None:  # the phases after it would start from a model that is not the result
+            if phase.lr_factor != 1.0:
+                say(f"note: phase {index + 1} ran at optim.lr x transfer.finetune_lr_factor = {phase_optim.lr:g}; "
+                    f"a smaller factor (--set transfer.finetune_lr_factor={phase.lr_factor / 10:g}) keeps more of "
+                    "the weights it was given")  # fmt: skip
+            break
     return results
 
 

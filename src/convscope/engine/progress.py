@@ -1,7 +1,8 @@
 """What the user sees while training: a live bar on a terminal, plain lines in a log file.
 
 A tqdm bar (stderr, with ETA and the running loss/metrics) only when stderr is a terminal, since
-bars flood redirected output; otherwise one line every ``log_every`` steps. Either way one
+bars flood redirected output; otherwise one line every ``log_every`` steps, and at least one every
+``LINE_SECONDS`` whatever the step count (a log file must show that a slow epoch is alive). Either way one
 line per epoch on stdout in seed 004's format. ``quiet`` keeps only the epoch lines; a disabled
 Progress (ranks other than 0) prints nothing.
 """
@@ -12,6 +13,8 @@ import sys
 import time
 
 from tqdm import tqdm
+
+LINE_SECONDS = 30.0
 
 
 def _values(values: dict[str, float], prefix: str = "") -> str:
@@ -52,7 +55,7 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()} | {"lr": f"{lr:.2e}"}, refresh=False)
             self.bar.update(1)
-        elif self.use_lines and step % self.log_every == 0:
+        elif self.use_lines and (step % self.log_every == 0 or time.perf_counter() - self._since >= LINE_SECONDS):
             rate = self._steps_since / max(time.perf_counter() - self._since, 1e-9)
             left = (self.steps_per_epoch - batch) / rate
             print(

@@ -25,10 +25,12 @@ from convscope.distributed import barrier, rank_and_world_size
 from convscope.engine.callbacks import Callback, EarlyStopping, StopTraining, is_better, monitored
 from convscope.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from convscope.engine.config import OptimConfig, TrainConfig
+from convscope.engine.divergence import Diverged, DivergenceGuard
 from convscope.engine.history import History, Row
 from convscope.engine.optim import build_optimizer, build_scheduler, current_lr_momentum, resolve_device
 from convscope.engine.progress import Progress
 from convscope.engine.seeding import capture_rng, deterministic_algorithms, restore_rng, seed_everything
+from convscope.engine.tensorboard import TensorBoardLogger
 from convscope.errors import UserError
 from convscope.tasks.base import Batch, Task
 
@@ -89,7 +91,11 @@ class Trainer:
             if train.early_stopping != "none"
             else []
         )
-        self.callbacks: list[Callback] = sorted([*callbacks, *early], key=lambda c: c.order)
+        # metrics.csv is always written; a trainer without a run directory writes no files, so no event files either.
+        loggers = (
+            [TensorBoardLogger(self.run_dir)] if "tensorboard" in train.loggers and self.run_dir is not None else []
+        )
+        self.callbacks: list[Callback] = sorted([*callbacks, *early, *loggers], key=lambda c: c.order)
 
         self.history = History()
         self.epoch = 0  # epochs finished = index of the epoch in progress
@@ -97,6 +103,8 @@ class Trainer:
         self.global_step = 0
         self.best_value: float | None = None
         self.steps_per_epoch = 0
+        self.diverged: dict[str, Any] | None = None  # where the loss diverged and which weights were kept
+        self._start_weights: dict[str, torch.Tensor] = {}  # what a phase diverging before its first best falls back to
         # Sums over the epoch in progress: value * samples, samples, seconds (saved for mid-epoch resume).
         self._epoch_totals: dict[str, float] = {}
         self._epoch_samples = 0
@@ -115,6 +123,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise UserError(f"the training data gives no batches (train.batch_size = {cfg.batch_size})")
         self.scheduler = build_scheduler(self.optim_config, self.optimizer, self.steps_per_epoch, cfg.epochs)
+        self._guard = DivergenceGuard(cfg.divergence_factor, self.steps_per_epoch)
+        self.callbacks = sorted([*self.callbacks, self._guard], key=lambda c: c.order)
         seed_everything(cfg.seed)
         progress = Progress(
             epochs=cfg.epochs,
@@ -129,19 +139,28 @@ class Trainer:
                 return self.history
         else:
             self._refuse_existing_run()
+        self._start_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
         with deterministic_algorithms(cfg.deterministic):
             try:
                 stop = self._dispatch("on_fit_start")
                 while stop is None and self.epoch < cfg.epochs:
                     stop = self._train_epoch(train_loader, progress)
-                    if stop is None:
+                    if isinstance(stop, Diverged):
+                        self._keep_good_weights(stop)
+                    elif stop is None:
                         stop = self._end_epoch(valid_loader, progress)
                     else:  # stopped mid-epoch: the position is already a clean batch boundary
                         self._save_checkpoint(stopped=True)
             finally:
                 progress.close()
-        if stop is not None:
+        if isinstance(stop, Diverged):
+            progress.note(
+                f"warning: training diverged: {stop.reason}. Stopped, and kept {self.diverged['kept']}. "
+                f"Train again with a lower learning rate (optim.lr is {self.optim_config.lr:g}: try "
+                f"--lr {self.optim_config.lr / 10:g}) or set train.grad_clip"
+            )
+        elif stop is not None:
             progress.note(f"Stopped early after step {self.global_step}: {stop}")
         self._dispatch("on_fit_end")
         return self.history
@@ -202,6 +221,19 @@ class Trainer:
             started = time.perf_counter()
         return None
 
+    def _keep_good_weights(self, diverged: Diverged) -> None:
+        """Put back the best checkpoint's weights, or the ones the phase started from, and record them as the
+        phase's result (``best.pt``) with the divergence, so that nothing downstream uses the diverged model."""
+        best = self._checkpoint_dir() / "best.pt" if self.run_dir is not None else None
+        if best is not None and best.is_file() and self._guard.healthy(self.history.best.get("train_loss")):
+            load_model_state(self.model, load_checkpoint(best)["model"], best)
+            kept = f"the best weights so far (epoch {self.history.best.get('epoch', '?')})"
+        else:
+            self.model.load_state_dict(self._start_weights)
+            kept = "the weights this phase started from"
+        self.diverged = {"reason": diverged.reason, "step": diverged.step, "loss": diverged.loss, "kept": kept}
+        self._save_checkpoint(best=True, stopped=True)
+
     def _train_step(self, batch: Batch) -> Row:
         batch = self._to_device(batch)
         with self._autocast():
@@ -225,10 +257,6 @@ class Trainer:
             dist.all_reduce(stacked)
             stacked /= self.world_size
         values = stacked.tolist()
-        if not math.isfinite(values[0]):
-            raise UserError(
-                f"the loss became {values[0]} at step {self.global_step}; lower optim.lr or set train.grad_clip"
-            )
         samples = self.task.batch_size(batch)
         row: Row = {"epoch": self.epoch + 1, "step": self.global_step}
         row.update(zip(names, values, strict=True))
@@ -258,13 +286,13 @@ class Trainer:
             "seconds": self._epoch_seconds,
         }
         self.history.valid.append(row)
-        improved = False
-        if metrics:
-            value = monitored(metrics, cfg.monitor)
-            improved = is_better(value, self.best_value, cfg.monitor_mode)
-            if improved:
-                self.best_value = value
-                self.history.best = dict(row)
+        # Without a validation split the best epoch is the one with the lowest training loss, so that the kept
+        # model is never a later, worse one.
+        value, mode = (monitored(metrics, cfg.monitor), cfg.monitor_mode) if metrics else (train_avg["loss"], "min")
+        improved = math.isfinite(value) and is_better(value, self.best_value, mode)
+        if improved:
+            self.best_value = value
+            self.history.best = dict(row)
 
         stop = self._dispatch("on_validation_end", metrics) if metrics else None
         stop = self._dispatch("on_epoch_end", row) or stop
@@ -367,6 +395,7 @@ class Trainer:
                 "history": self.history.state_dict(),
                 "best_value": self.best_value,
                 "stopped": stopped,
+                "diverged": self.diverged,
                 "config": {
                     "optim": dataclasses.asdict(self.optim_config),
                     "train": dataclasses.asdict(self.train_config),
@@ -395,6 +424,7 @@ class Trainer:
         self.history = History.from_state(state["history"])
         self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
         self.best_value = state["best_value"]
+        self.diverged = state.get("diverged")
         progress_state = state["epoch_progress"]
         self._epoch_totals = dict(progress_state["totals"])
         self._epoch_samples, self._epoch_seconds = progress_state["samples"], progress_state["seconds"]

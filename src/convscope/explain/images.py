@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from convscope.data.images import conversion_note
 from convscope.errors import UserError
 from convscope.explain import figures, methods
 
@@ -34,11 +33,7 @@ def explain_images(
     baseline = methods.black_baseline(run.info["mean"], run.info["std"])
     explainer = methods.create_method(method, run.model, layer=layer, baseline=baseline)
     target_index = None if target is None else class_index(target, run.classes)
-    x = run.modality.load_inputs(run.recipe, run.info, list(paths), run.device)
-    for path in paths:
-        note = conversion_note(Path(path), run.info["channels"], tuple(run.info["image_size"]))
-        if note:
-            print(f"note: {note}")
+    x = run.modality.load_inputs(run.recipe, run.info, list(paths), run.device)  # notes any conversion
     probs = run.task.predict(run.model, x).clone()  # a normal tensor: attributions back-propagate through it
     predicted = probs.argmax(dim=1)
     targets = predicted if target_index is None else torch.full_like(predicted, target_index)

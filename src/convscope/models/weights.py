@@ -1,6 +1,7 @@
 """Initialising a model from weights a user points to (``transfer.init``): a run directory, a torchvision-style
-state dict (``.pth``/``.pt``, read with ``weights_only=True``: nothing in the file is ever executed) or a
-safetensors file.
+state dict (``.pth``/``.pt``, read with ``weights_only=True``: nothing in the file is ever executed), a
+safetensors file, or pretrained weights by name (``torchvision:resnet18``, ``timm:NAME``: see
+:mod:`convscope.models.pretrained`).
 
 Tensors are matched by name and shape. A file key may carry the model's own names (``features.conv1.weight``,
 a convscope run) or torchvision's (``conv1.weight``, ``fc.weight``): a model key is also tried without its
@@ -22,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from convscope.errors import UserError
+from convscope.models.pretrained import is_pretrained_name, load_pretrained
 
 RUN_WEIGHTS = "model.safetensors"
 _PREFIXES = ("features.", "head.")
@@ -34,9 +36,14 @@ class LoadReport:
     loaded: list[str]  # model keys filled from the file
     left: list[str]  # model keys left at their initial values ("key: why")
     unused: int  # file tensors that went nowhere
+    origin: str = ""  # named weights: which ones, and the file they were read from
+    # named weights: the mean and std of the images they were trained on (the data should be normalised alike)
+    normalization: tuple[list[float], list[float]] | None = None
 
     def describe(self) -> str:
-        lines = [f"init: loaded {len(self.loaded)} of {len(self.loaded) + len(self.left)} tensors from {self.path}"]
+        origin = f" ({self.origin})" if self.origin else ""
+        lines = [f"init: loaded {len(self.loaded)} of {len(self.loaded) + len(self.left)} tensors from "
+                 f"{self.path}{origin}"]  # fmt: skip
         if self.left:
             shown = ", ".join(self.left[:6]) + (f", ... (+{len(self.left) - 6} more)" if len(self.left) > 6 else "")
             lines.append(f"init: left at their initial values: {shown}")
@@ -125,7 +132,8 @@ def load_initial_weights(
             f"init '{shown}' is {f'a {trained!r} run' if trained else 'not a run directory (no run.json)'}, not a "
             f"run of model {' or '.join(map(repr, from_models))}: this task fine-tunes what such a run pre-trained"
         )
-    source = read_state_dict(path)
+    pretrained = load_pretrained(str(path)) if is_pretrained_name(path) else None
+    source = pretrained.state_dict if pretrained is not None else read_state_dict(path)
     trained_on = _run_classes(shown)
     if classes is not None and trained_on is not None and trained_on != classes:
         source = {k: v for k, v in source.items() if not k.startswith("head.")}
@@ -160,4 +168,8 @@ def load_initial_weights(
             f"{' or '.join(map(repr, from_models))} run with the same options"
         )
     model.load_state_dict(chosen, strict=False)
-    return LoadReport(shown, sorted(chosen), left, len(source) - len(used))
+    report = LoadReport(shown, sorted(chosen), left, len(source) - len(used))
+    if pretrained is not None:
+        report.origin = f"{pretrained.weights}, {pretrained.source}"
+        report.normalization = (pretrained.mean, pretrained.std)
+    return report

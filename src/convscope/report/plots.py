@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -12,6 +13,11 @@ matplotlib.use("Agg")  # no screen here or on most servers; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+from convscope.engine.callbacks import Callback
+
+if TYPE_CHECKING:
+    from convscope.engine.trainer import Trainer
 
 
 def read_metrics(path: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -63,6 +69,34 @@ def plot_training_history(metrics: dict[str, dict[str, np.ndarray]], path: Path,
     axes[0].set_ylim(0, float(np.nanmax(train["loss"])) * 1.05)
     fig.tight_layout()
     _save(fig, path)
+
+
+def history_columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """A trainer's history rows as :func:`read_metrics` gives one split: {column: values}, NaN where absent."""
+    names = dict.fromkeys(name for row in rows for name in row)
+    return {name: np.array([row.get(name, math.nan) for row in rows], dtype=float) for name in names}
+
+
+class HistoryFigure(Callback):
+    """Redraws ``RUN_DIR/plots/history.png`` from the trainer's history at each epoch end, for a logger to show
+    (TensorBoard's images); ``plot_run`` draws the same figure once the run is over."""
+
+    def __init__(self) -> None:
+        self.drawn: dict[str, Path] = {}
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
+        if not trainer.is_main or trainer.run_dir is None:
+            return
+        history = trainer.history
+        metrics = {"train": history_columns(history.train)}
+        if history.valid:
+            metrics["valid"] = history_columns(history.valid)
+        path = trainer.run_dir / "plots" / "history.png"
+        plot_training_history(metrics, path)
+        self.drawn = {"history": path}
+
+    def figures(self) -> dict[str, Path]:
+        return self.drawn
 
 
 def plot_schedule(metrics: dict[str, dict[str, np.ndarray]], path: Path) -> None:

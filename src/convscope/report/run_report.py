@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.html"
 EXPLAINED_IMAGES = 4
 MISTAKES_SHOWN = 8
+TRUST_COLUMNS = ["method", "pointing game ↑", "deletion AUC ↓", "insertion AUC ↑", "randomisation Spearman ↓",
+                 "verdict", "why", "seconds"]  # fmt: skip
 
 
 def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 50) -> Path:
@@ -59,15 +61,32 @@ def _read_json(path: Path) -> dict:
 def _overview(run: LoadedRun, summary: dict) -> str:
     rows = [
         ("run", str(run.run_dir)),
+        ("recipe", _recipe_words(run)),
         ("task", run.recipe.task.name),
         ("data", f"{run.info['dataset']} ({', '.join(f'{n} {k}' for k, n in run.info['sizes'].items())})"),
         ("classes", ", ".join(run.classes)),
         ("model", f"{run.recipe.model.name} ({summary.get('parameters', '?')} parameters)"),
     ]
-    for key in ("epochs", "train_seconds", "device", "precision", "seed", "best_valid_accuracy", "test_accuracy"):
+    for key in ("epochs", "batch_size", "train_seconds", "device", "precision", "seed", "best_valid_accuracy",
+                "test_accuracy"):  # fmt: skip
         if key in summary:
             rows.append((key.replace("_", " "), summary[key]))
+    if summary.get("test_accuracy_ci95"):
+        low, high = summary["test_accuracy_ci95"]
+        rows.append(("test accuracy, 95% interval", f"{low:.3f} - {high:.3f} ({summary.get('test_images')} images)"))
+    if summary.get("diverged"):
+        diverged = summary["diverged"]
+        rows.append(("diverged", f"{diverged['reason']}; kept {diverged['kept']}"))
     return page.section("Run", page.table(["", "value"], rows))
+
+
+def _recipe_words(run: LoadedRun) -> str:
+    """``recipe X: its description``, or ``recipe X on data Y`` when it was written for other data (whose
+    description would mislead here)."""
+    recipe = run.recipe
+    if recipe.on_other_data:
+        return f"{recipe.name} (written for {recipe.made_for}) on data {recipe.data.name}"
+    return f"{recipe.name}: {recipe.description}" if recipe.description else recipe.name
 
 
 def _metrics(evaluation: dict) -> str:
@@ -165,42 +184,46 @@ def _explanations(run: LoadedRun) -> str:
 
 
 def _trust(run: LoadedRun, count: int) -> str:
-    print(f"trust figures on {count} test images (--trust-images) ...", flush=True)
+    used = min(count, run.info["sizes"]["test"])
+    print(f"trust figures on {used} test images (--trust-images {count}) ...", flush=True)
     result = trust.trust_of_run(run, count)
+    protocol = result["protocol"]
+    no_masks = protocol["pointing_game"] == trust.NEEDS_MASKS
     rows = []
     for name, figure in result["methods"].items():
         if not figure["applies"]:
-            rows.append((name, None, None, None, "does not apply", None))
+            rows.append((name, None, None, None, None, "does not apply", figure["reason"], None))
             continue
-        check = figure["sanity_check"]
-        label = (check.upper(), check) if check else "reference" if name == "random" else "undefined"
+        label = figure["verdict"]
+        shown = (label.upper(), label) if label in ("pass", "fail") else label
+        pointing = "needs object masks" if no_masks else figure["pointing_game"]
         rows.append(
-            (name, figure["pointing_game"], figure["deletion_auc"], figure["randomization_spearman"], label,
-             figure.get("seconds"))
+            (name, pointing, figure["deletion_auc"], figure["insertion_auc"], figure["randomization_spearman"], shown,
+             figure["reason"], figure.get("seconds"))
         )  # fmt: skip
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, figure in result["methods"].items():
-        if figure["applies"]:
-            curve = figure["deletion_curve"]
-            steps = [i / (len(curve) - 1) for i in range(len(curve))]
-            ax.plot(steps, curve, label=name, linestyle="dotted" if name == "random" else "solid")
-    ax.set_xlabel("share of pixels removed (most salient first)")
-    ax.set_ylabel("probability of the class")
-    ax.set_title("deletion curves (lower area: more faithful)")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, kind, better in ((axes[0], "deletion", "lower"), (axes[1], "insertion", "higher")):
+        for name, figure in result["methods"].items():
+            if figure["applies"]:
+                curve = figure[f"{kind}_curve"]
+                steps = [i / (len(curve) - 1) for i in range(len(curve))]
+                ax.plot(steps, curve, label=name, linestyle="dotted" if name == "random" else "solid")
+        ax.set_xlabel(f"share of pixels {'removed' if kind == 'deletion' else 'put back'} (most salient first)")
+        ax.set_ylabel("probability of the class")
+        ax.set_title(f"{kind} curves ({better} area: more faithful)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    protocol = result["protocol"]
     return page.section(
         "Can the explanations be trusted?",
-        page.table(
-            ["method", "pointing game ↑", "deletion AUC ↓", "randomisation Spearman ↓", "sanity check", "seconds"],
-            rows,
-        ),
-        page.note(f"{protocol['sanity_rule']} (Adebayo et al. 2018); random: noise maps, the chance level."),
+        page.text(f"{protocol['images_used']} test images: {protocol['images']}."),
+        page.table(TRUST_COLUMNS, rows),
+        page.note(f"Verdict: {protocol['verdict_rule']}. random: noise maps, the chance level, never judged."),
         page.note(
-            "integrated-gradients starts from a black image, so black pixels get exactly zero: on objects over a "
-            "black background its pointing game is high by construction."
+            f"Pointing game {protocol['pointing_game']}."
+            if no_masks
+            else "integrated-gradients starts from a black image, so black pixels get exactly zero: on objects over "
+            "a black background its pointing game is high by construction."
         ),
         page.table(["protocol", ""], [(key.replace("_", " "), value) for key, value in protocol.items()]),
-        page.image(figures.figure_png(fig), "deletion curves"),
+        page.image(figures.figure_png(fig), "deletion and insertion curves"),
     )

@@ -84,6 +84,7 @@ class HsvGridCallback(Callback):
     def __init__(self, loader: Any, info: dict[str, Any], folder: Path) -> None:
         self.loader, self.classes, self.folder = loader, info["classes"], folder
         self.dataset = info["dataset"]
+        self.drawn: dict[str, Path] = {}
 
     def on_epoch_end(self, trainer: Any, row: dict[str, float]) -> None:
         if not trainer.is_main:
@@ -101,7 +102,12 @@ class HsvGridCallback(Callback):
         shown = f", valid accuracy {accuracy:.3f}" if accuracy is not None else ""
         epoch = int(row["epoch"])
         title = f"{self.dataset} epoch {epoch:02d}{shown}"
-        plot_hsv_grid(x, maps, self.classes, self.folder / f"hsv-epoch-{epoch:02d}.png", title)
+        path = self.folder / f"hsv-epoch-{epoch:02d}.png"
+        plot_hsv_grid(x, maps, self.classes, path, title)
+        self.drawn = {"hsv_grid": path}
+
+    def figures(self) -> dict[str, Path]:
+        return self.drawn
 
 
 def plot_threshold_sweep(rule: str, sweep: list[dict[str, float]], chosen: dict[str, float], path: Path) -> None:

@@ -131,6 +131,7 @@ class ColourFigure(Callback):
     def __init__(self, folder: Path, loader: Any) -> None:
         self.folder = folder
         self.images = next(iter(loader))[0][:FIGURE_IMAGES]
+        self.drawn: dict[str, Path] = {}
 
     def on_epoch_end(self, trainer: Any, row: dict[str, float]) -> None:
         if not trainer.is_main:
@@ -143,9 +144,12 @@ class ColourFigure(Callback):
                 ab_logits, _ = model(self.images.to(trainer.device))
         finally:
             model.train(was_training)
-        plot_colourisation(
-            unscale_lab(self.images), ab_logits.float().cpu(), self.folder / f"colours-epoch-{row['epoch']}.png"
-        )
+        path = self.folder / f"colours-epoch-{row['epoch']}.png"
+        plot_colourisation(unscale_lab(self.images), ab_logits.float().cpu(), path)
+        self.drawn = {"colours": path}
+
+    def figures(self) -> dict[str, Path]:
+        return self.drawn
 
 
 @TASKS.register("splitbrain-finetune")
