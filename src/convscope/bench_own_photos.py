@@ -12,8 +12,8 @@ mirrored at random, resized to a few sizes and saved as JPEG and PNG, as a folde
   and 10 epochs.
 
 Nothing is set that a new user would not set: the data, the epochs and, for the transfer, the source run and
-its frozen epochs. Optimiser keys are never overridden, so that fine-tuning resets the source's Muon
-(:mod:`convscope.adapt`) as it would for the user.
+its frozen epochs. Optimiser keys are never overridden, so that the fine-tuning gets what
+:mod:`convscope.adapt` makes of the source recipe's optimiser for the folder, as the user would (the JSON records it).
 """
 
 from __future__ import annotations
@@ -151,6 +151,10 @@ def _trust(run_dir: Path) -> dict:
             "randomization_spearman": row["randomization_spearman"],
             "pointing_game": row["pointing_game"],
             "beaten_by_random_on_both": beaten,
+            # The verdict's paired comparison per image: a PASS needs one win, so it may lose on the other AUC.
+            "beaten_by_random_paired": [
+                kind for kind in ("deletion", "insertion") if row[f"{kind}_vs_random"]["beaten_by_random"]
+            ],
         }
     return {
         "report": str(report),
@@ -195,6 +199,12 @@ def _print(cases: dict, result: dict, path: Path) -> None:
         print(f"{name:<22}{row['deletion_auc']:>9.3f}{row['insertion_auc']:>10.3f}  {row['verdict'].upper()}: "
               f"{row['reason']}")  # fmt: skip
     print(f"no PASS method beaten by random maps on both AUCs: {trust['no_pass_beaten_by_random']}")
+    for name, row in trust["methods"].items():
+        if row["verdict"] == "pass" and row["beaten_by_random_paired"]:
+            print(
+                f"caution: {name} is PASS (one AUC won) yet random maps beat it on "
+                f"{' and '.join(row['beaten_by_random_paired'])} AUC, paired over images"
+            )
     print(f"own-photos: {GOAL}: {'reached' if result['reached'] else 'NOT reached'}; written {path}")
 
 

@@ -20,6 +20,7 @@ from convscope.explain.trust import (
     randomized_copy,
     rank_correlation,
     trust_figures,
+    verdict,
 )
 from tests.explain.helpers import ClassMaps, images, tiny_convnet
 
@@ -278,3 +279,14 @@ def test_a_class_map_model_is_explained_through_its_image_scores_and_scored_on_s
     for name in ("saliency", "gradcam", "attention"):  # every method applies, attention on the maps themselves
         assert results[name]["applies"] and 0 <= results[name]["pointing_game"] <= 1
         assert results[name]["verdict"] in ("pass", "fail")
+
+
+def test_a_method_random_maps_do_better_on_one_auc_fails_even_if_it_wins_the_other():
+    def row(mean: float, beats: bool) -> dict:
+        return {"mean_difference": mean, "standard_error": 0.01, "beats_random": beats, "beaten_by_random": False}
+
+    wins_insertion = {"randomization_spearman": 0.1, "insertion_vs_random": row(+0.10, True)}
+    label, reason = verdict({**wins_insertion, "deletion_vs_random": row(+0.006, False)})  # random deletes better
+    assert label == "fail" and "random maps do better on deletion AUC" in reason
+    label, reason = verdict({**wins_insertion, "deletion_vs_random": row(-0.004, False)})
+    assert label == "pass" and reason.startswith("beats random maps on insertion AUC")

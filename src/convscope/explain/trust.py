@@ -58,6 +58,7 @@ NEEDS_MASKS = (
 VERDICT_RULE = (
     "PASS only if the method beats the random maps of the same images on deletion AUC (lower) or insertion AUC "
     f"(higher), the mean per-image difference lying beyond {BEAT_STANDARD_ERRORS:g} standard errors of that mean, "
+    "the random maps do not do better on the other AUC (not even by a point estimate), "
     f"and its randomisation Spearman is at most {SANITY_THRESHOLD} (Adebayo et al. 2018); FAIL otherwise"
 )
 
@@ -206,6 +207,11 @@ def verdict(figures: dict) -> tuple[str, str]:
             else f"no better than random maps on deletion or insertion AUC beyond {BEAT_STANDARD_ERRORS:g} standard "
             f"errors {differences}"
         )
+    else:
+        worse = [name for name, row, higher in (("deletion", deletion, False), ("insertion", insertion, True))
+                 if (row["mean_difference"] < 0 if higher else row["mean_difference"] > 0)]  # fmt: skip
+        if worse:
+            reasons.append(f"random maps do better on {' and '.join(worse)} AUC {differences}")
     spearman = figures["randomization_spearman"]
     if spearman is None:
         reasons.append("the randomisation check is undefined: its maps are constant")
