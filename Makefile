@@ -6,7 +6,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 CIFAR10_JPEG := ../shared/datasets/cifar10-jpeg.tar.gz
 DEMO_RUN := runs/demo
 
-.PHONY: setup demo test bench lint fashion-mnist cifar10 chromium clean
+.PHONY: setup demo test fuzz bench lint fashion-mnist cifar10 chromium clean
 
 setup: $(VENV)/.installed fashion-mnist cifar10 chromium
 
@@ -51,6 +51,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The fuzz tests with 50 times the inputs of `make test` (a few minutes); the last line counts the inputs tried.
+fuzz: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -104,3 +104,9 @@ def test_one_class_from_image_labels_trains_and_draws_its_maps(capsys, tmp_path)
 
     plot_run_hsv_grid(api.load_run(tmp_path / "run", device="cpu"), tmp_path / "final.png")  # what the bench draws
     assert Image.open(tmp_path / "final.png").size[0] > 200
+
+    # Trained without masks, the run chose no thresholds: segment says it uses the defaults.
+    image = tmp_path / "one" / "test" / "cat" / "0.png"
+    code, out, err = cli(capsys, "segment", tmp_path / "run", image, "--out", tmp_path / "masks")
+    assert code == 0, err
+    assert "has not chosen its mask thresholds" in err and "using the defaults" in err

@@ -79,7 +79,7 @@ def after_data(recipe: Recipe, train_images: int, world_size: int, note: Note) -
         return recipe
     if steps >= MIN_STEPS:
         return recipe
-    smaller = max(MIN_BATCH, images // MIN_STEPS)
+    smaller = even_batch(images, max(MIN_BATCH, images // MIN_STEPS))
     if smaller >= batch:
         return recipe
     optim, scaled = scale_rates(recipe, smaller / batch)
@@ -87,6 +87,15 @@ def after_data(recipe: Recipe, train_images: int, world_size: int, note: Note) -
          f"{'s' if steps != 1 else ''} per epoch; training with batch {smaller} ({math.ceil(images / smaller)} steps "
          f"per epoch){scaled}. Set --batch-size to choose")  # fmt: skip
     return dataclasses.replace(recipe, optim=optim, train=dataclasses.replace(recipe.train, batch_size=smaller))
+
+
+def even_batch(images: int, batch: int) -> int:
+    """``batch``, or up to 3 more, whichever leaves no last batch smaller than half the others: a last batch of one
+    image (190 images in batches of 9) is a step on a single example, its batch-norm statistics meaningless."""
+    for candidate in range(batch, batch + 4):
+        if images % candidate == 0 or images % candidate >= candidate / 2:
+            return candidate
+    return batch
 
 
 def scale_rates(recipe: Recipe, ratio: float) -> tuple[Any, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
 import re
 import sys
@@ -20,11 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from convscope import adapt
-from convscope.config import NamedConfig, Recipe, load_recipe, read_toml, recipe_from_dict, write_recipe_toml
+from convscope.config import (
+    NamedConfig,
+    Recipe,
+    load_recipe,
+    read_toml,
+    recipe_from_dict,
+    validated,
+    write_recipe_toml,
+)
 from convscope.data.augment import AugmentConfig
 from convscope.data.modality import Modality, get_modality
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
@@ -54,6 +61,7 @@ from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
 from convscope.report.lr_find import plot_lr_find
 from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
+from convscope.run_files import WriteFailed, atomic_write, hint, read_json, read_weights, write_json
 from convscope.tasks import TASKS, Task
 
 if TYPE_CHECKING:
@@ -87,12 +95,30 @@ def train(
     """
     # Under torchrun every rank must use rank 0's directory (default names hold the time).
     run_dir = same_on_all_ranks(Path(out) if out is not None else default_run_dir(recipe))
+    try:
+        return _train(recipe, run_dir, resume=resume, callbacks=callbacks)
+    except WriteFailed as e:  # a full disk: what is safe and how to go on
+        raise WriteFailed(e.path, f"{e}; {_after_write_failure(run_dir, e)}", disk_full=e.disk_full) from None
+
+
+def _after_write_failure(run_dir: Path, failure: WriteFailed) -> str:
+    fix = "make room on the disk" if failure.disk_full else "fix that"
+    checkpoints = [run_dir / "checkpoints" / "last.pt", run_dir / PHASE1_DIR / "checkpoints" / "last.pt"]
+    last = next((path for path in checkpoints if path.is_file()), None)
+    if last is None:
+        return f"no checkpoint was written yet: {fix} and train again"
+    return f"the last good checkpoint {last} stays valid: {fix}, then `convscope train --resume --out {run_dir}`"
+
+
+def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[Callback]) -> Path:
     rank, world_size = rank_and_world_size()
     main_rank = rank == 0  # only rank 0 writes files
     if resume:
         recipe = read_run_recipe(run_dir)
     elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
         raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
+    else:  # an API caller's recipe too: refused now, not after training, if its config.toml could not be read back
+        recipe = validated(recipe)
 
     modality = get_modality(TASKS.get(recipe.task.name).modality)
     if not resume:  # a resumed run's recipe is the adapted one
@@ -108,7 +134,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main_rank:
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
-        _write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
+        write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
     if recipe.on_other_data:
         _say(f"recipe {recipe.name!r} (written for {recipe.made_for!r}) on data {recipe.data.name!r}")
@@ -146,7 +172,8 @@ def train(
     if not main_rank:
         return run_dir
     test_images = info["sizes"]["test"]
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, run_dir / WEIGHTS_FILE)
+    weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    atomic_write(run_dir / WEIGHTS_FILE, lambda f: f.write(weights))
     summary = {
         "task": recipe.task.name,
         "dataset": recipe.data.name,
@@ -181,7 +208,7 @@ def train(
             for r in phases
         ]  # fmt: skip
         plot_run(run_dir / PHASE1_DIR)
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     plot_run(run_dir)
     accuracy = ""
     if summary["test_accuracy"] is not None:
@@ -266,7 +293,7 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
         summary["suggestion"] = {"lr": result.lrs[i], "smoothed_loss": result.smoothed[i], "step": i,
                                  "settings": found, "flags": " ".join(flags)}  # fmt: skip
     plot_lr_find(result, out, title=f"lr-find: recipe {recipe.name} on {recipe.data.name} ({optim.name})")
-    _write_json(out.with_suffix(".json"), summary)
+    write_json(out.with_suffix(".json"), summary)
     if i is None:
         raise UserError(
             f"lr-find: the smoothed loss never fell below its first value between lr {settings.start_lr:g} and "
@@ -361,11 +388,21 @@ def read_run_recipe(run_dir: Path) -> Recipe:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"'{run_dir}' is not a run directory: {CONFIG_FILE} is missing")
-    return recipe_from_dict(read_toml(path), source=str(path))
+    try:
+        return recipe_from_dict(read_toml(path), source=str(path))
+    except UserError as e:  # unreadable, or edited into values the recipe refuses
+        raise UserError(f"{e}; {hint(path)}") from None
 
 
 def build_task(recipe: Recipe, info: dict) -> Task:
     constructor = TASKS.get(recipe.task.name)
+    classes, needed = info["classes"], getattr(constructor, "min_classes", 1)  # weakseg localises even one class
+    if len(classes) < needed:
+        found = ", ".join(repr(name) for name in classes) or "none"
+        raise UserError(
+            f"data {info['dataset']!r} has {len(classes)} class ({found}): task {recipe.task.name!r} is a classifier "
+            f"and needs {needed} or more classes; add a folder (or CSV label) of images per class"
+        )
     return call_with_options(constructor, recipe.task.options, f"task {recipe.task.name!r}",
                              num_classes=len(info["classes"]))  # fmt: skip
 
@@ -412,13 +449,17 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     run_dir = Path(run_dir)
     recipe = read_run_recipe(run_dir)
     info_path, weights = run_dir / RUN_FILE, run_dir / WEIGHTS_FILE
-    if not info_path.is_file() or not weights.is_file():
-        raise UserError(f"run '{run_dir}' has no trained model yet ({WEIGHTS_FILE} missing): did training finish?")
-    info = json.loads(info_path.read_text())
+    if not info_path.is_file():
+        raise UserError(f"run '{run_dir}' has no {RUN_FILE} (the data it was trained on): restore it from a copy, "
+                        "or train the run again")  # fmt: skip
+    if not weights.is_file():
+        raise UserError(f"run '{run_dir}' has no trained model yet ({WEIGHTS_FILE} missing): did training finish? "
+                        f"`convscope train --resume --out {run_dir}` writes it from the run's checkpoints")  # fmt: skip
+    info = read_json(info_path, keys=("model", "classes", "sizes"))
     task = build_task(recipe, info)
     modality = get_modality(task.modality)
     model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
-    load_model_state(model, load_file(weights), weights)
+    load_model_state(model, read_weights(weights), weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
     return LoadedRun(run_dir, recipe, info, model, task, modality, resolved)
@@ -511,7 +552,7 @@ def evaluate(
     }
     if tta:
         result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
-    _write_json(run.run_dir / "eval.json", result)
+    write_json(run.run_dir / "eval.json", result)
     plots = run.run_dir / "plots"
     plot_confusion_matrix(confusion, run.classes, plots / "confusion_matrix.png")
     plot_roc(result["roc"], plots / "roc.png")
@@ -621,12 +662,6 @@ def report(run_dir: str | Path, *, trust_images: int = 50) -> Path:
 
     evaluation = evaluate(run_dir)
     return write_report(load_run(run_dir), evaluation, trust_images=trust_images)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _note(message: str) -> None:

@@ -20,6 +20,7 @@ from convscope import bench_inference, bench_own_photos, bench_speed, bench_spli
 from convscope.bench_runs import bench_command
 from convscope.config import load_recipe
 from convscope.errors import UserError
+from convscope.run_files import read_json
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -217,7 +218,7 @@ def run_benchmark(
     recipe = load_recipe(bench.recipe, overrides)
     run_dir = Path("runs") / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     api.train(recipe, out=run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_json(run_dir / "summary.json")
     result = {
         "benchmark": name,
         "recipe": bench.recipe,

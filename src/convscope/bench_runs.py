@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from convscope.config import load_recipe
+from convscope.run_files import read_json
 
 
 def timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[dict, float | None]:
@@ -16,10 +16,10 @@ def timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[d
 
     if (out / "summary.json").exists():
         print(f"kept the finished run {out}")
-        return json.loads((out / "summary.json").read_text()), None
+        return read_json(out / "summary.json"), None
     started = time.perf_counter()
     api.train(load_recipe(recipe_name, overrides), out=out, resume=(out / "checkpoints").exists())
-    return json.loads((out / "summary.json").read_text()), time.perf_counter() - started
+    return read_json(out / "summary.json"), time.perf_counter() - started
 
 
 def bench_command(name: str, overrides: dict[str, str] | None = None, target: float | None = None) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from convscope.config import load_recipe
+from convscope.run_files import read_json
 
 PRETRAIN_RECIPE = "cifar10-splitbrain"
 FINETUNE_RECIPE = "cifar10-splitbrain-finetune"
@@ -34,7 +35,7 @@ def _timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> dict:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     api.train(load_recipe(recipe_name, overrides), out=out)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_json(out / "summary.json")
     return {
         "accuracy": summary["test_accuracy"],
         "top5_accuracy": summary["test"].get("top5_accuracy"),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from convscope.bench_runs import timed_run
 from convscope.config import load_recipe
+from convscope.run_files import read_json
 
 RECIPES = {"weak": "fashion-scenes-weakseg", "cam": "fashion-scenes-cam", "supervised": "fashion-scenes-supervised"}
 # model -> (run, mask rule)
@@ -38,7 +39,7 @@ def _train(recipe_name: str, overrides: dict[str, str], out: Path) -> dict:
     return {"summary": summary, "wall_seconds": None if kept else round(wall, 1),
             "load_average_start": None if kept else round(load, 2),
             "load_average_end": None if kept else round(os.getloadavg()[0], 2),
-            "segmentation": json.loads((out / "segmentation.json").read_text())["rules"]}  # fmt: skip
+            "segmentation": read_json(out / "segmentation.json", keys=("rules",))["rules"]}  # fmt: skip
 
 
 def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, results_dir: Path, machine: dict,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -594,17 +597,58 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's time limit, ``docker stop``), raised where SIGINT raises
+    KeyboardInterrupt: the same unwinding (a checkpoint write in progress removes its temporary file, the last
+    checkpoint stays intact) and the same one line, with the exit status of the signal."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM like SIGINT while a command runs (the main thread only, where Python runs handlers). A worker
+    started by ``--nproc`` keeps the default: its launcher ends it with SIGTERM and reports the cause itself."""
+    from convscope.distributed import ERROR_DIR_ENV
+
+    if threading.current_thread() is not threading.main_thread() or os.environ.get(ERROR_DIR_ENV):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> int:
+    """The one line for a stopped command, and the exit status of its signal (128 + number, as a shell says)."""
+    signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+    what = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+    if args is not None and args.command == "train":
+        run = getattr(args, "out", None) or "RUN_DIR"
+        what += f"; the last checkpoint stays valid: continue with `convscope train --resume --out {run}`"
+    print(f"error: {what}", file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = argv
-        COMMANDS[args.command](args)
+        with _sigterm_as_interrupt():
+            args = build_parser().parse_args(argv)
+            args.argv = argv
+            COMMANDS[args.command](args)
     except UserError as exc:
         from convscope.distributed import report_error
 
-        if not report_error(str(exc)):  # a launched worker leaves the one error line to its launcher
-            print(f"error: {exc}", file=sys.stderr)
+        # One line, whatever the message quotes (tarfile's reasons come one per line).
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if not report_error(message):  # a launched worker leaves the one error line to its launcher
+            print(f"error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:
         from convscope.distributed import report_crash
@@ -612,7 +656,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if report_crash(exc):
             return 1
         raise
-    except KeyboardInterrupt:
-        print("error: interrupted; a run continues with `convscope train --resume --out RUN_DIR`", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(exc, args)
     return 0

@@ -12,6 +12,7 @@ against the constructor's signature when it is called.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convscope.checks import check_count, check_fraction, check_number, check_numbers
 from convscope.data.augment import AugmentConfig
 from convscope.data.datamodule import check_label_fraction, check_normalize, requested_size
 from convscope.data.images import check_resize
@@ -53,6 +55,13 @@ class DataConfig:
     lowercase: bool = True  # texts: lowercase them (training texts and predict inputs alike)
 
     def __post_init__(self) -> None:
+        check_numbers("data", self)
+        check_fraction("data.valid_fraction", self.valid_fraction)
+        check_fraction("data.test_fraction", self.test_fraction)
+        check_count("data.subset", self.subset, 0)
+        check_count("data.eval_batch_size", self.eval_batch_size, 1)
+        check_count("data.per_class", self.per_class, 0)
+        check_count("data.max_len", self.max_len, 1)
         check_label_fraction(self.label_fraction)
         requested_size(self.image_size)
         check_resize(self.resize)
@@ -132,6 +141,11 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"recipe '{path}' is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise UserError(f"recipe '{path}' is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start}); save it as UTF-8") from None  # fmt: skip
+    except OSError as exc:
+        raise UserError(f"recipe '{path}' cannot be read ({exc.strerror or exc})") from None
 
 
 def load_recipe(name_or_file: str | None, overrides: dict[str, str] | None = None) -> Recipe:
@@ -147,10 +161,33 @@ def load_recipe(name_or_file: str | None, overrides: dict[str, str] | None = Non
 
 
 def validated(recipe: Recipe) -> Recipe:
-    """Run each section's own checks (``__post_init__``) on the values set field by field."""
+    """Run each section's own checks (``__post_init__``) on the values set field by field, and refuse what the
+    run's config.toml could not hold: a recipe that trains can always be read back (evaluate, --resume)."""
     for section in _TYPED_SECTIONS:
         setattr(recipe, section, dataclasses.replace(getattr(recipe, section)))
+    for key in ("name", "description", "made_for"):
+        _check_type(getattr(recipe, key), str, key)
+    if not recipe.name or any(c in recipe.name for c in "/\\") or not recipe.name.isprintable():
+        raise UserError(f"name = {recipe.name!r}: expected a run name without '/', '\\' or control characters")
+    for section in _NAMED_SECTIONS:
+        named: NamedConfig = getattr(recipe, section)
+        _check_type(named.name, str, f"{section}.name")
+        for option, value in named.options.items():
+            if not option.isidentifier():  # a constructor's keyword, and a bare TOML key
+                raise UserError(f"{section}.{option}: {option!r} is not an option name (letters, digits and _)")
+            _check_option(value, f"{section}.{option}")
     return recipe
+
+
+def _check_option(value: Any, key: str) -> None:
+    """A free option of [model] or [task]: a string, number, boolean, or a list of them (nested lists too)."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_option(item, key)
+    elif isinstance(value, bool | int | float | str):
+        _check_type(value, type(value), key)
+    else:
+        raise UserError(f"{key} = {_shown(value)}: expected a string, a number, true/false or a list of them")
 
 
 def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "custom") -> Recipe:
@@ -164,7 +201,10 @@ def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "
             named: NamedConfig = getattr(recipe, key)
             if "name" in value:
                 named.name = _check_type(value["name"], str, f"{where}.name")
-            named.options.update({k: v for k, v in value.items() if k != "name"})
+            for option, option_value in value.items():
+                if option != "name":
+                    _check_option(option_value, f"{where}.{option}")
+                    named.options[option] = option_value
         elif key in _TYPED_SECTIONS:
             section = getattr(recipe, key)
             for field_name, field_value in _expect_table(value, where).items():
@@ -173,7 +213,11 @@ def recipe_from_dict(data: dict[str, Any], *, source: str, default_name: str = "
             known = ", ".join(("name", "description", "made_for", *_NAMED_SECTIONS, *_TYPED_SECTIONS))
             raise UserError(f"{source}: unknown recipe section {key!r}; expected one of: {known}")
     recipe.made_for = recipe.made_for or recipe.data.name
-    return validated(recipe)
+    try:
+        return validated(recipe)
+    except UserError as exc:  # a range check of the section: say which file holds the value
+        message = str(exc)
+        raise UserError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 def apply_override(recipe: Recipe, key: str, raw: str) -> None:
@@ -182,7 +226,7 @@ def apply_override(recipe: Recipe, key: str, raw: str) -> None:
     section_name, _, field_name = key.partition(".")
     recipe.explicit.add(key)
     if key in ("name", "description"):
-        setattr(recipe, key, str(value))
+        setattr(recipe, key, value if isinstance(value, str) else raw)  # `description=5`: the text as typed
         return
     if not field_name:
         raise UserError(f"--set {key}: expected section.field, e.g. train.epochs=5")
@@ -191,6 +235,7 @@ def apply_override(recipe: Recipe, key: str, raw: str) -> None:
         if field_name == "name":
             named.name = _check_type(value, str, f"--set {key}")
         else:
+            _check_option(value, f"--set {key}")
             named.options[field_name] = value
         return
     if section_name not in _TYPED_SECTIONS:
@@ -245,24 +290,44 @@ def _check_type(value: Any, expected: Any, where: str) -> Any:
     if expected is Any:
         return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, bool):
-        raise UserError(f"{where}: expected an integer, got {value!r}")
-    if not isinstance(value, expected):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-        raise UserError(f"{where}: expected {names.get(expected, expected.__name__)}, got {value!r}")
+        raise UserError(f"{where}: expected {names.get(expected, expected.__name__)}, got {_shown(value)}")
+    if isinstance(value, str) and not _is_unicode(value):
+        raise UserError(f"{where}: {value!r} is not valid Unicode text (undecodable bytes)")
+    check_number(where, value)
     return value
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as the user wrote it, with what TOML made of it when that is not obvious."""
+    if isinstance(value, datetime.date | datetime.time):
+        return f"{value.isoformat()} (a TOML date or time)"
+    if isinstance(value, dict):
+        return f"{value!r} (a TOML table)"
+    return repr(value)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text holding lone surrogates (bytes that were not UTF-8, as os.fsdecode keeps them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_recipe_toml(recipe: Recipe, path: Path) -> None:
     """Write the resolved recipe (what the run actually used) as TOML."""
-    path.write_text(to_toml(recipe.to_dict()))
+    path.write_text(to_toml(recipe.to_dict()), encoding="utf-8")  # TOML is UTF-8 whatever the locale
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    scalars = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     tables = [
-        f"\n[{k}]\n" + "\n".join(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
+        f"\n[{_toml_key(k)}]\n"
+        + "\n".join(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
         for k, v in data.items()
         if isinstance(v, dict)
     ]
@@ -275,7 +340,30 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+# TOML basic strings: these characters have short escapes; every other control character is written \uXXXX.
+_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: backslash, quote and control characters (U+0000-U+001F, U+007F) escaped."""
+    out = []
+    for char in text:
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    """A bare key when TOML allows one (letters, digits, _ and -), else a quoted one."""
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else _toml_string(key)

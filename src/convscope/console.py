@@ -29,6 +29,7 @@ class Stage:
         self.what, self.total, self.unit = what, total, unit
         self.done = 0
         self.started = self._last = time.perf_counter()
+        self._shown: int | None = None  # the count of the last line printed
         self.bar: tqdm | None = None
         self.enabled = enabled
         if enabled and sys.stderr.isatty():
@@ -47,13 +48,13 @@ class Stage:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.enabled and self._last - self.started > 0:  # it has printed a line: close the account
+        elif self.enabled and self._shown is not None and self._shown != self.done:  # close the account it opened
             self._line(time.perf_counter())
 
     def _line(self, now: float) -> None:
         unit = f" {self.unit}" if self.unit else ""
         print(f"{self.what}: {self.done}/{self.total}{unit} ({now - self.started:.0f} s)", flush=True)
-        self._last = now
+        self._last, self._shown = now, self.done
 
     def __enter__(self) -> Stage:
         return self

@@ -23,7 +23,6 @@ The run's choices and figures go to ``RUN_DIR/segmentation.json``; ``convscope s
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
 from convscope.refine import CHOOSE_ON, choose_refinement, crf_grid, refined_masks
 from convscope.report.segmentation import plot_threshold_sweep
+from convscope.run_files import damaged, read_json, write_json
 from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
@@ -297,7 +297,7 @@ def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: P
               f"{refined if raw['valid_mean_iou'] is not None else ''}", flush=True)  # fmt: skip
     if "gradcam" in results:
         results["gradcam"]["layer"] = gradcam_layer(model).removeprefix("net.")
-    (run_dir / SEGMENTATION_FILE).write_text(json.dumps({"classes": names, "rules": results}, indent=2) + "\n")
+    write_json(run_dir / SEGMENTATION_FILE, {"classes": names, "rules": results})
     return {"segmentation": {rule: {"mean_iou": (r["crf"] or r)["mean_iou"], "raw_mean_iou": r["mean_iou"],
                                     **r["params"], "crf": r["crf"] and r["crf"]["params"]}
                              for rule, r in results.items()}}  # fmt: skip
@@ -309,10 +309,16 @@ def read_rule(run_dir: Path, task: Any) -> tuple[str, dict[str, float], dict[str
     rule = task.rule
     path = run_dir / SEGMENTATION_FILE
     if path.is_file():
-        rules = json.loads(path.read_text())["rules"]
-        if rule in rules:
-            crf = rules[rule].get("crf")
-            return rule, rules[rule]["params"], crf and crf["params"]
+        rules = read_json(path, keys=("rules",))["rules"]
+        if isinstance(rules, dict) and rule in rules:
+            try:
+                crf = rules[rule].get("crf")
+                params, crf_params = rules[rule]["params"], crf and crf["params"]
+            except (AttributeError, KeyError, TypeError):  # edited by hand, or cut short
+                raise damaged(path, f"lacks the parameters of the {rule!r} rule") from None
+            if isinstance(params, dict) and (crf_params is None or isinstance(crf_params, dict)):
+                return rule, params, crf_params
+            raise damaged(path, f"holds no parameters for the {rule!r} rule")
     return rule, DEFAULTS[rule], None
 
 
@@ -370,7 +376,5 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
                  for c in counts.argsort(descending=True).tolist() if counts[c] > 0]  # fmt: skip
         results.append({"image": str(path), "mask": str(out / f"{stem}-mask.png"),
                         "overlay": str(out / f"{stem}-overlay.png"), "classes": found})  # fmt: skip
-    (out / "segments.json").write_text(
-        json.dumps({"rule": rule, "params": params, "crf": crf, "images": results}, indent=2) + "\n"
-    )
+    write_json(out / "segments.json", {"rule": rule, "params": params, "crf": crf, "images": results})
     return results

@@ -290,3 +290,9 @@ def test_a_method_random_maps_do_better_on_one_auc_fails_even_if_it_wins_the_oth
     assert label == "fail" and "random maps do better on deletion AUC" in reason
     label, reason = verdict({**wins_insertion, "deletion_vs_random": row(-0.004, False)})
     assert label == "pass" and reason.startswith("beats random maps on insertion AUC")
+
+
+def test_a_difference_too_small_to_matter_never_beats_random():
+    random = torch.full((30,), 0.5)
+    tiny = random - 2e-5 + torch.linspace(-1e-7, 1e-7, 30)  # far beyond 2 standard errors, and meaningless
+    assert not paired_comparison(tiny, random, higher_is_better=False)["beats_random"]

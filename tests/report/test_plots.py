@@ -41,7 +41,7 @@ def test_confusion_matrix_plot(tmp_path: Path):
 
 def _captured(monkeypatch) -> list:
     figures = []
-    monkeypatch.setattr("convscope.report.plots._save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr("convscope.report.plots.save_figure", lambda fig, path: figures.append(fig))
     return figures
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from convscope.checks import check_count, check_numbers
 from convscope.errors import UserError
 
 
@@ -256,15 +257,15 @@ class AugmentConfig:
     pca_color: float = 0.0  # AlexNet's PCA colour noise: std of the per-component weights (AlexNet: 0.1)
 
     def __post_init__(self) -> None:
-        if self.crop_padding < 0:
-            raise UserError(f"augment.crop_padding = {self.crop_padding}: expected an integer >= 0")
+        check_numbers("augment", self)
+        # Beyond 4096 pixels (data.image_size's bound) a pad or crop is a typo, and would allocate without end.
+        check_count("augment.crop_padding", self.crop_padding, 0, 4096)
         if self.crop_padding_mode not in RandomCrop._MODES:
             raise UserError(f"augment.crop_padding_mode = {self.crop_padding_mode!r}: expected one of "
                             f"{', '.join(RandomCrop._MODES)}")  # fmt: skip
         if not 0.0 <= self.rotation <= 180.0:
             raise UserError(f"augment.rotation = {self.rotation}: expected degrees in [0, 180]")
-        if self.center_crop < 0:
-            raise UserError(f"augment.center_crop = {self.center_crop}: expected an integer >= 0 (0: no crop)")
+        check_count("augment.center_crop", self.center_crop, 0, 4096)
         if not self.pca_color >= 0:
             raise UserError(f"augment.pca_color = {self.pca_color}: expected a standard deviation >= 0 (0: off)")
 

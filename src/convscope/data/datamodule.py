@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,7 @@ def prepare_image_data(
         test_fraction = fraction_by_size(test_fraction, len(train), min_split)
         keep, held_out = train_valid_split(train.labels, test_fraction, TEST_SPLIT_SEED, field="data.test_fraction")
         if len(held_out) == 0:
-            raise UserError(f"data set {spec!r} has no test split and data.test_fraction is 0")
+            raise UserError(empty_test_split(spec, test_fraction, train.labels))
         train, test = train.subset(keep), train.subset(held_out)
     if per_class:
         train = take_per_class(train, per_class, seed)
@@ -212,8 +213,46 @@ def prepare_image_data(
                             f"{dataset.channels} channel(s): use data.normalize = 'data'")  # fmt: skip
         mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     else:
-        mean, std = channel_stats(train.images)
+        mean, std = unit_std_for_constant_channels(spec, *channel_stats(train.images))
     return ImageData(dataset, train, valid, test, mean, std)
+
+
+def empty_test_split(spec: str, fraction: float, labels: torch.Tensor) -> str:
+    """Why a held-out test split came out empty, with what to set: the split is stratified, so each class gives
+    ``round(fraction * its images)``, keeping one for training; a small class gives none."""
+    if fraction == 0:
+        return f"data set {spec!r} has no test split and data.test_fraction is 0"
+    largest = int(torch.bincount(labels.reshape(-1).long()).max()) if labels.numel() else 0
+    counts = f"data.test_fraction = {fraction} of its {labels.numel()} images ({largest} in its largest class)"
+    if largest < 2:
+        return (f"data set {spec!r} has no test split, and {counts} holds out none: a class keeps its only image "
+                "for training; add images, or give the folder a test/ split beside train/")  # fmt: skip
+    needed = math.ceil(100 / largest) / 100  # round(needed * largest) >= 1: one test image from the largest class
+    return (
+        f"data set {spec!r} has no test split, and {counts} rounds to 0 test images in every class: set "
+        f"data.test_fraction to {needed} or more, add images, or give the folder a test/ split beside train/"
+    )
+
+
+CHANNEL_NAMES = {1: ("gray",), 3: ("red", "green", "blue")}
+
+
+def unit_std_for_constant_channels(spec: str, mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
+    """A channel with the same value in every training pixel (a red-only data set's green and blue) carries no
+    information: it is centred to 0 and left unscaled (std 1), with a note, rather than divided by zero. Every
+    channel constant means every image is the same flat colour: nothing to learn, an error."""
+    constant = [c for c, value in enumerate(std) if value == 0]
+    if not constant:
+        return mean, std
+    names = CHANNEL_NAMES.get(len(std), ())
+    shown = ", ".join(f"channel {c + 1}" + (f" ({names[c]})" if names else "") + f" = {round(mean[c] * 255)}"
+                      for c in constant)  # fmt: skip
+    if len(constant) == len(std):
+        raise UserError(f"data set {spec!r}: every pixel of every training image has the same value ({shown}): "
+                        "the images carry no information to learn from")  # fmt: skip
+    note(f"data set {spec!r}: every training image has the same value in {shown}: the images carry no "
+         "information there; that channel is centred to 0 and not scaled (std 1)")  # fmt: skip
+    return mean, [1.0 if value == 0 else value for value in std]
 
 
 def make_loader(

@@ -14,6 +14,7 @@ import io
 import os
 import struct
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -190,7 +191,7 @@ def _decode(path: Path, channels: int) -> torch.Tensor:
         data = path.read_bytes()
     except OSError as exc:
         raise _decode_error(path, exc) from None
-    if data.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+    if data.startswith(_JPEG_MAGIC) or (data.startswith(_PNG_MAGIC) and _png_intact(data)):
         mode = torchvision.io.ImageReadMode.GRAY if channels == 1 else torchvision.io.ImageReadMode.RGB
         try:
             image = torchvision.io.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
@@ -203,6 +204,35 @@ def _decode(path: Path, channels: int) -> torch.Tensor:
         return _decode_pil(data, channels)
     except _PIL_ERRORS as exc:
         raise _decode_error(path, exc) from None
+
+
+def _png_intact(data: bytes) -> bool:
+    """Whether every chunk's CRC holds and the image data inflates completely.
+
+    torchvision 0.29's libpng decoder crashes the process (SIGSEGV) on a libpng error raised while it reads the
+    rows, such as a damaged IDAT chunk; a file that fails this check goes to PIL, which says what is wrong.
+    """
+    position, compressed = len(_PNG_MAGIC), []
+    while position + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        crc = data[position + 8 + length : position + 12 + length]
+        if len(body) != length or len(crc) != 4 or zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
+            return False
+        if kind == b"IDAT":
+            compressed.append(body)
+        elif kind == b"IEND":
+            inflater, pending = zlib.decompressobj(), b"".join(compressed)
+            try:
+                while pending and not inflater.eof:  # in bounded pieces, thrown away: a bomb never fills memory
+                    inflater.decompress(pending, 1 << 20)
+                    pending = inflater.unconsumed_tail
+            except zlib.error:
+                return False
+            return inflater.eof
+        position += 12 + length
+    return False
 
 
 def _decode_pil(data: bytes, channels: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from convscope.console import note
 from convscope.data.base import ImageSet, Splits
 from convscope.data.images import SUPPORTED_EXTENSIONS, load_images
 from convscope.errors import UserError
@@ -177,6 +178,8 @@ def scan_csv_folder(path: Path) -> FolderPlan:
     rows: list[tuple[Path, str]] = []
     labels: set[str] = set()
     missing = []
+    seen: dict[str, tuple[str, int]] = {}  # id -> (its label, the line that gave it)
+    repeated: list[str] = []  # "id 'x' on lines 2 and 9": the same image twice under the same label
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.DictReader(stream)
@@ -188,6 +191,16 @@ def scan_csv_folder(path: Path) -> FolderPlan:
                 ident, label = (row["id"] or "").strip(), (row["label"] or "").strip()
                 if not ident or not label:
                     raise UserError(f"'{csv_path}' line {reader.line_num}: empty id or label")
+                if ident in seen:
+                    first_label, first_line = seen[ident]
+                    if first_label != label:
+                        raise UserError(
+                            f"'{csv_path}' line {reader.line_num}: id '{ident}' is labelled '{label}', but line "
+                            f"{first_line} labels it '{first_label}': one image cannot be both; keep one of the rows"
+                        )
+                    repeated.append(f"id '{ident}' on lines {first_line} and {reader.line_num}")
+                    continue  # the image once: twice would weigh it double and could put it in two splits
+                seen[ident] = (label, reader.line_num)
                 labels.add(label)
                 if ident in index:
                     rows.append((index[ident], label))
@@ -197,6 +210,9 @@ def scan_csv_folder(path: Path) -> FolderPlan:
         raise UserError(f"cannot read CSV '{csv_path}': {exc}") from None
     if not labels:
         raise UserError(f"'{csv_path}' has no rows")
+    if repeated:
+        note(f"'{csv_path}': {len(repeated)} id(s) listed twice with the same label ({', '.join(repeated[:3])}"
+             f"{', ...' if len(repeated) > 3 else ''}); each image is used once")  # fmt: skip
     classes = _sorted_labels(labels)
     label_of = {name: label for label, name in enumerate(classes)}
     items = {"train": [(image, label_of[label]) for image, label in rows]}

@@ -1,47 +1,26 @@
 """Checkpoint files: atomic writes, safe loads, and a clear error for another model's weights.
 
-Writes go to a temporary file in the same folder, are fsynced and then renamed over the target,
-so a crash mid-write leaves the previous file intact. Loads always use ``weights_only=True``
-(no arbitrary code from a downloaded file) onto the CPU; so the state may hold only plain
+Writes go through :func:`convscope.run_files.atomic_write` (a temporary file in the same folder, fsynced and
+renamed over the target), so a crash or a full disk mid-write leaves the previous file intact. Loads always use
+``weights_only=True`` (no arbitrary code from a downloaded file) onto the CPU; so the state may hold only plain
 containers, numbers, strings and tensors, which :func:`save_checkpoint` checks before writing.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from convscope.errors import UserError
+from convscope.run_files import atomic_write, damaged
 
 FORMAT = "convscope-checkpoint/1"
 _PLAIN_LEAVES = (type(None), bool, int, float, str, torch.Tensor, torch.dtype, torch.Size)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then move it over ``path`` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable; directories cannot be opened on Windows
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -70,12 +49,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a convscope checkpoint or is truncated ({reason})") from e
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4" of a foreign file: it loads or it is refused
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    # The weights-only unpickler fails on damaged bytes in many ways (UnpicklingError, EOFError, IndexError from its
+    # stack, struct.error, ...): any exception while parsing means the file cannot be a checkpoint.
+    except Exception as e:
+        # The weights-only loader's message is a page about torch versions; its "Unsupported ..." line says why.
+        lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+        reason = next((line for line in lines if "nsupported" in line), lines[0])[:160]
+        raise damaged(path, f"is not a convscope checkpoint or is truncated ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a convscope checkpoint (no {FORMAT!r} marker)")
+        raise damaged(path, f"is not a convscope checkpoint (no {FORMAT!r} marker)")
     return state
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from convscope.checks import INT64_LIMIT, MAX_EPOCHS, check_count, check_numbers
 from convscope.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
@@ -63,6 +64,7 @@ class OptimConfig:
 
     def validate(self) -> None:
         s = "optim"
+        check_numbers(s, self)
         _choice(s, "name", self.name, OPTIMIZERS)
         _choice(s, "scheduler", self.scheduler, SCHEDULERS)
         if not self.lr > 0:
@@ -73,6 +75,8 @@ class OptimConfig:
         if self.nesterov and (self.name not in ("sgd", "muon") or self.momentum == 0):
             raise UserError("optim.nesterov = true needs optim.name = 'sgd' or 'muon' and optim.momentum > 0")
         _in_range(s, "muon_momentum", self.muon_momentum, 0.0, 1.0)
+        _at_least(s, "linear_lr", self.linear_lr, 0.0)
+        _at_least(s, "bias_lr", self.bias_lr, 0.0)
         if self.name == "muon":
             for field in ("linear_lr", "bias_lr"):
                 if not getattr(self, field) > 0:
@@ -121,7 +125,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         s = "train"
-        _at_least(s, "epochs", self.epochs, 1)
+        check_numbers(s, self)
+        check_count("train.epochs", self.epochs, 1, MAX_EPOCHS)
+        if not 0 <= self.seed < INT64_LIMIT:  # what torch.Generator.manual_seed takes
+            raise UserError(f"train.seed = {self.seed!r}: expected an integer in [0, 2**63)")
         _at_least(s, "batch_size", self.batch_size, 1)
         _choice(s, "precision", self.precision, PRECISIONS)
         _choice(s, "device", self.device, DEVICES)

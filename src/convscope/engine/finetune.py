@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from convscope.checks import check_numbers
 from convscope.engine.callbacks import Callback
 from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.engine.history import History
@@ -45,6 +46,7 @@ class TransferConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_numbers("transfer", self)
         if self.freeze_epochs < 0:
             raise UserError(f"transfer.freeze_epochs = {self.freeze_epochs}: expected an integer >= 0")
         if not 0.0 <= self.unfreeze_at < 1.0:

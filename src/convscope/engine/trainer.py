@@ -32,6 +32,7 @@ from convscope.engine.progress import Progress
 from convscope.engine.seeding import capture_rng, deterministic_algorithms, restore_rng, seed_everything
 from convscope.engine.tensorboard import TensorBoardLogger
 from convscope.errors import UserError
+from convscope.run_files import remove_stale_temporaries
 from convscope.tasks.base import Batch, Task
 
 
@@ -133,6 +134,8 @@ class Trainer:
             quiet=cfg.quiet,
             enabled=self.is_main,
         )
+        if self.is_main and self.run_dir is not None:
+            self._remove_stale_temporaries(progress)
         if resume:
             stopped = self._restore(progress)
             if stopped:
@@ -333,6 +336,13 @@ class Trainer:
         if self.run_dir is None:
             raise UserError("this trainer has no run directory, so it keeps no checkpoints")
         return self.run_dir / "checkpoints"
+
+    def _remove_stale_temporaries(self, progress: Progress) -> None:
+        """What a killed write (SIGKILL, power loss) left in the run directory: the files it writes stay intact."""
+        assert self.run_dir is not None
+        removed = [*remove_stale_temporaries(self.run_dir), *remove_stale_temporaries(self._checkpoint_dir())]
+        if removed:
+            progress.note(f"note: removed {', '.join(str(p) for p in removed)}, left by an interrupted write")
 
     def _refuse_existing_run(self) -> None:
         if self.run_dir is not None and (self._checkpoint_dir() / "last.pt").is_file():

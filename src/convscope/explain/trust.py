@@ -45,6 +45,9 @@ SANITY_THRESHOLD = 0.5  # Spearman above this between trained and randomised map
 MASK_THRESHOLD = 0.1  # a pixel belongs to the object when its intensity (0..1, brightest channel) is above this
 CURVE_STEPS = 28
 BEAT_STANDARD_ERRORS = 2.0  # margin of the paired comparison with random maps (one-sided ~97.7% if normal)
+# And the least mean AUC difference that counts: on a model at chance every map's curve is flat, and a difference of
+# 2e-5 can lie beyond 2 standard errors of nearly identical images.
+MIN_AUC_DIFFERENCE = 0.01
 BLUR_SIGMA = 1 / 12  # insertion's start: a Gaussian blur of this share of the image's side (RISE's, on 224 px)
 # Data sets whose images are items on a black background: the bright pixels are the item, by the same rule
 # FashionScenes' true masks follow (data/scenes.py). Any other image (a photograph) has no mask to read off.
@@ -57,7 +60,8 @@ NEEDS_MASKS = (
 
 VERDICT_RULE = (
     "PASS only if the method beats the random maps of the same images on deletion AUC (lower) or insertion AUC "
-    f"(higher), the mean per-image difference lying beyond {BEAT_STANDARD_ERRORS:g} standard errors of that mean, "
+    f"(higher), the mean per-image difference lying beyond {BEAT_STANDARD_ERRORS:g} standard errors of that mean "
+    f"and {MIN_AUC_DIFFERENCE:g} AUC, "
     "the random maps do not do better on the other AUC (not even by a point estimate), "
     f"and its randomisation Spearman is at most {SANITY_THRESHOLD} (Adebayo et al. 2018); FAIL otherwise"
 )
@@ -185,8 +189,10 @@ def paired_comparison(auc: torch.Tensor, random_auc: torch.Tensor, *, higher_is_
     return {
         "mean_difference": mean,
         "standard_error": error,
-        "beats_random": bool(len(difference) > 1 and better > BEAT_STANDARD_ERRORS * error),
-        "beaten_by_random": bool(len(difference) > 1 and -better > BEAT_STANDARD_ERRORS * error),
+        "beats_random": bool(len(difference) > 1 and better > max(BEAT_STANDARD_ERRORS * error, MIN_AUC_DIFFERENCE)),
+        "beaten_by_random": bool(
+            len(difference) > 1 and -better > max(BEAT_STANDARD_ERRORS * error, MIN_AUC_DIFFERENCE)
+        ),
     }
 
 

@@ -11,19 +11,17 @@ a convscope run) or torchvision's (``conv1.weight``, ``fc.weight``): a model key
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from convscope.errors import UserError
 from convscope.models.pretrained import is_pretrained_name, load_pretrained
+from convscope.run_files import read_json, read_weights
 
 RUN_WEIGHTS = "model.safetensors"
 _PREFIXES = ("features.", "head.")
@@ -62,10 +60,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"init '{path}' does not exist: expected a run directory, a .pth or a .safetensors file")
     if path.suffix == ".safetensors":
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"init '{path}' is not a readable safetensors file ({e})") from None
+        return read_weights(path)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
@@ -100,7 +95,7 @@ def _run_classes(path: Path) -> list[str] | None:
     info = path / "run.json"
     if not path.is_dir() or not info.is_file():
         return None
-    return json.loads(info.read_text()).get("classes")
+    return read_json(info).get("classes")
 
 
 def _run_model(path: Path) -> str | None:
@@ -108,7 +103,7 @@ def _run_model(path: Path) -> str | None:
     info = path / "run.json"
     if not path.is_dir() or not info.is_file():
         return None
-    return json.loads(info.read_text()).get("model")
+    return read_json(info).get("model")
 
 
 def load_initial_weights(

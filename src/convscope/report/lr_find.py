@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # no screen here or on most servers; must precede pyplot
 import matplotlib.pyplot as plt
 
 from convscope.engine.lr_find import RULE, LRFindResult
+from convscope.report.plots import save_figure
 
 
 def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
@@ -37,7 +38,5 @@ def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
     ax.grid(linestyle="dashed", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

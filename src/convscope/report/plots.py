@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from convscope.engine.callbacks import Callback
+from convscope.run_files import damaged, read_text, writing
 
 if TYPE_CHECKING:
     from convscope.engine.trainer import Trainer
@@ -23,10 +25,12 @@ if TYPE_CHECKING:
 def read_metrics(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """``metrics.csv`` -> {split: {column: values}}; empty cells become NaN."""
     rows: dict[str, list[dict[str, str]]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
+    try:
+        for row in csv.DictReader(io.StringIO(read_text(path), newline="")):
             rows.setdefault(row["split"], []).append(row)
-    return {split: _columns(split_rows) for split, split_rows in rows.items()}
+        return {split: _columns(split_rows) for split, split_rows in rows.items()}
+    except (csv.Error, KeyError, ValueError, TypeError) as e:  # a cut or hand-edited table
+        raise damaged(path, f"is not a convscope metrics table ({type(e).__name__}: {e})") from None
 
 
 def _columns(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
@@ -68,7 +72,7 @@ def plot_training_history(metrics: dict[str, dict[str, np.ndarray]], path: Path,
         axes[1].set_ylim(0, 1)
     axes[0].set_ylim(0, float(np.nanmax(train["loss"])) * 1.05)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def history_columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -112,7 +116,7 @@ def plot_schedule(metrics: dict[str, dict[str, np.ndarray]], path: Path) -> None
         ax.legend(loc="upper right")
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path) -> None:
@@ -133,7 +137,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path) 
                 ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color=colour)
     ax.set_title(f"confusion matrix (accuracy {np.trace(counts) / max(counts.sum(), 1):.4f})")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_roc(roc: dict, path: Path) -> None:
@@ -152,7 +156,7 @@ def plot_roc(roc: dict, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(linestyle="dashed", alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_precision_recall(pr: dict, path: Path) -> None:
@@ -169,7 +173,7 @@ def plot_precision_recall(pr: dict, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(linestyle="dashed", alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_colourisation(lab: torch.Tensor, ab_logits: torch.Tensor, path: Path) -> None:
@@ -191,7 +195,7 @@ def plot_colourisation(lab: torch.Tensor, ab_logits: torch.Tensor, path: Path) -
             axes[r, c].set_yticks([])
         axes[r, 0].set_ylabel(title, fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -208,7 +212,11 @@ def plot_run(run_dir: Path) -> list[Path]:
     return sorted(plots.glob("*.png"))
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` (a full disk is one error naming the file) and close it."""
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)

@@ -3,7 +3,6 @@ over its test split."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import torch
 from convscope.errors import UserError
 from convscope.explain import figures, methods, trust
 from convscope.report import page
+from convscope.run_files import atomic_write, read_bytes, read_json, read_text
 
 if TYPE_CHECKING:
     from convscope.api import LoadedRun
@@ -30,7 +30,7 @@ TRUST_COLUMNS = ["method", "pointing game ↑", "deletion AUC ↓", "insertion A
 def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 50) -> Path:
     """Write ``RUN_DIR/report.html``; ``evaluation`` is :func:`convscope.api.evaluate`'s result."""
     run_dir = run.run_dir
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json", missing_ok=True)
     sections = [
         _overview(run, summary),
         _metrics(evaluation),
@@ -47,15 +47,12 @@ def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 50) ->
         sections.append(
             page.section("Explanations", page.note(f"a {run.task.modality} run: see `convscope explain` for it"))
         )
-    config = (run_dir / "config.toml").read_text()
+    config = read_text(run_dir / "config.toml")
     sections.append(page.section("Configuration", page.preformatted(config)))
     out = run_dir / REPORT_FILE
-    out.write_text(page.page(f"convscope report: {run_dir.name}", sections))
+    html = page.page(f"convscope report: {run_dir.name}", sections).encode()
+    atomic_write(out, lambda f: f.write(html))
     return out
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _overview(run: LoadedRun, summary: dict) -> str:
@@ -124,7 +121,7 @@ def _plots(run_dir: Path, title: str, names: list[tuple[str, str]]) -> str:
     parts = []
     for name, alt in names:
         path = run_dir / "plots" / name
-        parts.append(page.image(path.read_bytes(), alt) if path.is_file() else page.note(f"no {alt} plot ({name})"))
+        parts.append(page.image(read_bytes(path), alt) if path.is_file() else page.note(f"no {alt} plot ({name})"))
     return page.section(title, page.gallery(*parts))
 
 

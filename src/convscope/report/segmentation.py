@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from convscope.engine.callbacks import Callback
-from convscope.report.plots import _save, plt
+from convscope.report.plots import plt, save_figure
 
 GRID_IMAGES = 32  # two rows of 16
 GRID_ROW = 16
@@ -65,7 +65,7 @@ def plot_hsv_grid(x: torch.Tensor, maps: torch.Tensor, classes: list[str], path:
     ]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(len(classes), 5), fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_palette_png(mask: torch.Tensor, num_classes: int, path: Path) -> None:
@@ -128,7 +128,7 @@ def plot_threshold_sweep(rule: str, sweep: list[dict[str, float]], chosen: dict[
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_run_hsv_grid(run: Any, path: Path) -> None:

@@ -38,6 +38,8 @@ class ClassifyTask:
 
     name = "classify"
     modality = "image"
+    # A softmax over one class is always right: nothing to learn, and accuracy and AUC are undefined.
+    min_classes = 2
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, topk: int = 5, tta: str = "none") -> None:
         if tta not in TTA_MODES:

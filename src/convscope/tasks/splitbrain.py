@@ -24,7 +24,6 @@ from torchmetrics import MeanMetric, MetricCollection
 from convscope.data.lab import rgb_to_lab, scale_lab, splitbrain_targets, unscale_lab
 from convscope.engine.callbacks import Callback
 from convscope.errors import UserError
-from convscope.report.plots import plot_colourisation
 from convscope.tasks import TASKS
 from convscope.tasks.classify import ClassifyTask
 
@@ -144,6 +143,8 @@ class ColourFigure(Callback):
                 ab_logits, _ = model(self.images.to(trainer.device))
         finally:
             model.train(was_training)
+        from convscope.report.plots import plot_colourisation  # report sits above tasks: imported when drawing
+
         path = self.folder / f"colours-epoch-{row['epoch']}.png"
         plot_colourisation(unscale_lab(self.images), ab_logits.float().cpu(), path)
         self.drawn = {"colours": path}
