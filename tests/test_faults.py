@@ -105,3 +105,21 @@ def test_sigterm_stops_a_run_with_one_line_and_status_143_and_resume_finishes_it
     done = subprocess.run([*command, "train", "--resume", "--out", run], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (run / "summary.json").is_file()
+
+
+def test_a_full_disk_while_drawing_an_explanation_is_one_error_naming_the_figure(tmp_path, monkeypatch):
+    import errno
+
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from convscope.errors import UserError
+    from convscope.explain.figures import save_figure
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fig = plt.figure()
+    monkeypatch.setattr(fig, "savefig", full)
+    with pytest.raises(UserError, match=r"cannot write .*gradcam.png: the disk is full"):
+        save_figure(fig, tmp_path / "gradcam.png")

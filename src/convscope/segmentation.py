@@ -41,7 +41,7 @@ from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
 from convscope.refine import CHOOSE_ON, choose_refinement, crf_grid, refined_masks
 from convscope.report.segmentation import plot_threshold_sweep
-from convscope.run_files import damaged, read_json, write_json
+from convscope.run_files import damaged, read_json, write_json, writing
 from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
@@ -370,7 +370,8 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
         overlay = hsv_rendering(
             (mask - 1).clamp(min=0), saturation * (mask > 0), grey(image[None])[0], len(run.classes)
         )
-        Image.fromarray((overlay * 255).round().astype("uint8")).save(out / f"{stem}-overlay.png")
+        with writing(out / f"{stem}-overlay.png"):
+            Image.fromarray((overlay * 255).round().astype("uint8")).save(out / f"{stem}-overlay.png")
         counts = torch.bincount(mask.flatten(), minlength=len(names))
         found = [{"class": names[c], "share": round(float(counts[c]) / mask.numel(), 4)}
                  for c in counts.argsort(descending=True).tolist() if counts[c] > 0]  # fmt: skip

@@ -19,6 +19,7 @@ from matplotlib.colors import LinearSegmentedColormap
 
 from convscope.errors import UserError
 from convscope.explain.methods import Stage
+from convscope.run_files import writing
 
 # Seed 004 shows the standardised map clipped to [0.5, 10]: everything below the map's mean is dropped.
 _MAP_MIN, _MAP_MAX = 0.5, 10.0
@@ -173,9 +174,12 @@ def _feature_maps_row(
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with writing(path):  # a full disk is one error naming the file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

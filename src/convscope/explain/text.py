@@ -28,6 +28,7 @@ from torch import nn
 from convscope.data.text import Vocabulary
 from convscope.errors import UserError
 from convscope.models.charcnn import CharWindows
+from convscope.run_files import writing
 
 if TYPE_CHECKING:
     from convscope.api import LoadedRun
@@ -148,6 +149,9 @@ def draw_text_explanations(results: list[dict[str, Any]], out: Path) -> None:
     fig.suptitle("characters: integrated gradients of the log-odds (red: towards the predicted class, blue: "
                  "against)", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=120)
+    finally:
+        plt.close(fig)

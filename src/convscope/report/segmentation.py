@@ -16,6 +16,7 @@ from torchvision.utils import make_grid
 
 from convscope.engine.callbacks import Callback
 from convscope.report.plots import plt, save_figure
+from convscope.run_files import writing
 
 GRID_IMAGES = 32  # two rows of 16
 GRID_ROW = 16
@@ -74,8 +75,9 @@ def save_palette_png(mask: torch.Tensor, num_classes: int, path: Path) -> None:
     palette[1 : num_classes + 1] = np.round(class_colours(num_classes) * 255).astype(np.uint8)
     image = Image.fromarray(mask.to(torch.uint8).cpu().numpy(), mode="P")
     image.putpalette(palette.flatten().tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
 
 
 class HsvGridCallback(Callback):
