@@ -8,6 +8,7 @@ run damages its own copy.
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from collections.abc import Callable
@@ -147,6 +148,8 @@ add("evaluate: run.json a list", lambda s: ["evaluate", s.damaged("run.json", b"
 add("evaluate: run.json without its keys", lambda s: ["evaluate", s.damaged("run.json", b"{}")], "run.json")
 add("evaluate: run.json not UTF-8", lambda s: ["evaluate", s.damaged("run.json", b'{"a": "\xff\xfe"}')], "run.json")
 add("evaluate: run.json missing", lambda s: ["evaluate", _without(s.run(), "run.json")], "run.json")
+add("predict: run.json without the image size", lambda s: ["predict", s.damaged("run.json", _drop_key("image_size")),
+                                                            "x.png"], "run.json")  # fmt: skip
 add("evaluate: config.toml not UTF-8", lambda s: ["evaluate", s.damaged("config.toml", lambda b: b + b'x = "\xff"\n')],
     "config.toml")  # fmt: skip
 add("evaluate: config.toml in UTF-16", lambda s: ["evaluate", s.damaged("config.toml",
@@ -174,6 +177,11 @@ add("train --resume: last.pt missing", lambda s: ["train", "--resume", "--out",
     _without(s.run(), "checkpoints/last.pt")], "checkpoint")  # fmt: skip
 add("train --resume: no such run", lambda s: ["train", "--resume", "--out", s.tmp / "nowhere"], "nowhere")
 add("train: --out holds a run already", lambda s: [*s.train()[:3], "--out", s.run(), *QUICK], "--resume")
+
+
+def _drop_key(key: str) -> Callable[[bytes], bytes]:
+    """run.json's text with one field left out (found by `make fuzz`: a KeyError, once)."""
+    return lambda original: json.dumps({k: v for k, v in json.loads(original).items() if k != key}).encode()
 
 
 def _without(run: Path, name: str) -> Path:

@@ -61,7 +61,7 @@ from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
 from convscope.report.lr_find import plot_lr_find
 from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
-from convscope.run_files import WriteFailed, atomic_write, hint, read_json, read_weights, write_json
+from convscope.run_files import WriteFailed, atomic_write, damaged, hint, read_json, read_weights, write_json
 from convscope.tasks import TASKS, Task
 
 if TYPE_CHECKING:
@@ -456,9 +456,12 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         raise UserError(f"run '{run_dir}' has no trained model yet ({WEIGHTS_FILE} missing): did training finish? "
                         f"`convscope train --resume --out {run_dir}` writes it from the run's checkpoints")  # fmt: skip
     info = read_json(info_path, keys=("model", "classes", "sizes"))
-    task = build_task(recipe, info)
-    modality = get_modality(task.modality)
-    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    try:  # the modality reads its own fields of run.json (image size, channels, vocabulary, ...)
+        task = build_task(recipe, info)
+        modality = get_modality(task.modality)
+        model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise damaged(info_path, f"does not describe the run's data ({type(e).__name__}: {str(e)[:120]})") from None
     load_model_state(model, read_weights(weights), weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
