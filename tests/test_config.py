@@ -94,3 +94,13 @@ def test_image_classification_recipes_build_their_task_and_model(name: str):
     task = api.build_task(recipe, info)
     model = api.build_model(recipe, info, get_modality(task.modality))
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_importing_config_loads_no_torch():
+    """config.py is a leaf: reading a recipe needs neither torch nor the data, engine or model modules."""
+    import subprocess
+    import sys
+
+    code = "import sys, convscope.config; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib', 'numpy')))"  # noqa: E501
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -24,6 +24,7 @@ from torch import nn
 
 from convscope import adapt
 from convscope.config import (
+    AugmentConfig,
     NamedConfig,
     Recipe,
     load_recipe,
@@ -32,7 +33,6 @@ from convscope.config import (
     validated,
     write_recipe_toml,
 )
-from convscope.data.augment import AugmentConfig
 from convscope.data.modality import Modality, get_modality
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.callbacks import Callback

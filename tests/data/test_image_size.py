@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convscope.config import load_recipe
-from convscope.data.datamodule import ImageModality, fraction_by_size, prepare_image_data, requested_size
+from convscope.config import load_recipe, requested_size
+from convscope.data.datamodule import ImageModality, fraction_by_size, prepare_image_data
 from convscope.data.images import MAX_DEFAULT_SIDE, default_size, fit_size, load_images
 from convscope.errors import UserError
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convscope.engine.config import MONITOR_MODES
+from convscope.config import MONITOR_MODES
 from convscope.errors import UserError
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convscope.engine.config import OptimConfig, TrainConfig
+from convscope.config import OptimConfig, TrainConfig
 from convscope.engine.optim import build_optimizer, resolve_device
 from convscope.errors import UserError
 from convscope.tasks.base import Batch, Task

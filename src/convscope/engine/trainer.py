@@ -21,10 +21,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from convscope.config import OptimConfig, TrainConfig
 from convscope.distributed import barrier, rank_and_world_size
 from convscope.engine.callbacks import Callback, EarlyStopping, StopTraining, is_better, monitored
 from convscope.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.engine.divergence import Diverged, DivergenceGuard
 from convscope.engine.history import History, Row
 from convscope.engine.optim import build_optimizer, build_scheduler, current_lr_momentum, resolve_device
