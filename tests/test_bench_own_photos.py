@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from convscope import bench, bench_own_photos
-from convscope.bench_own_photos import FIVE_PHOTOS, PHOTOS, photo_folder
+from convscope.bench.own_photos import FIVE_PHOTOS, PHOTOS, photo_folder
 
 pytest.importorskip("skimage.data")
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from convscope import api, bench_transfer
-from convscope.bench_runs import timed_run
+from convscope.bench.runs import timed_run
 from convscope.errors import UserError
 
 

@@ -87,7 +87,7 @@ def test_section_must_be_a_table():
 def test_image_classification_recipes_build_their_task_and_model(name: str):
     """Task and model options are checked when built, not when the recipe is read: build them on 3 x 64 x 64."""
     from convscope import api
-    from convscope.data.modality import get_modality
+    from convscope.data.modalities import get_modality
 
     recipe = load_recipe(name)
     info = {"classes": [f"c{i}" for i in range(10)], "channels": 3, "image_size": [64, 64]}

@@ -14,7 +14,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,7 @@ from convscope.config import (
     validated,
     write_recipe_toml,
 )
-from convscope.data.modality import Modality, get_modality
+from convscope.data.modalities import Modality, get_modality
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.callbacks import Callback
 from convscope.engine.checkpoint import load_model_state
@@ -50,7 +49,6 @@ from convscope.engine.lr_find import RULE, LRFindSettings, find_lr
 from convscope.engine.optim import resolve_device
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
-from convscope.inference import InferenceConfig, autocast, batched, prepare_model
 from convscope.metrics.classification import accuracy_interval
 from convscope.metrics.classification import summarize as summarize_classification
 from convscope.models import create_model
@@ -61,7 +59,10 @@ from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
 from convscope.report.lr_find import plot_lr_find
 from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
-from convscope.run_files import WriteFailed, atomic_write, hint, read_json, read_weights, write_json
+from convscope.run import LoadedRun, WriteFailed, atomic_write, hint, read_json, read_weights, write_json
+from convscope.segment.segmentation import segment_images
+from convscope.serve import export
+from convscope.serve.inference import InferenceConfig, autocast, batched, prepare_model
 from convscope.tasks import TASKS, Task
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         recipe = adapt.after_data(recipe, info["sizes"]["train"], world_size, _note)
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    model = build_model(recipe, info, modality, task.num_outputs)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and main_rank:
@@ -144,11 +145,10 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
 
     if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
         initialise_model(model, data, recipe, task)
-    if hasattr(task, "observe_training_data"):  # a task that needs more than batches (e.g. a class prior)
-        task.observe_training_data(data)
+    task.observe_training_data(data)  # a task that needs more than batches (e.g. a class prior)
     loaders = data.loaders(recipe, resolve_device(recipe.train.device))
     # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
-    task_callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
+    task_callbacks = task.callbacks(loaders, run_dir, info)
     if "tensorboard" in recipe.train.loggers:  # the training history as a TensorBoard image at every epoch end
         task_callbacks.append(HistoryFigure())
     phases = train_in_phases(
@@ -199,8 +199,8 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
     }
     if trainer.diverged is not None:
         summary["diverged"] = trainer.diverged
-    if hasattr(task, "after_training"):  # figures a task measures once trained (weakseg: masks against the truth)
-        summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
+    # figures a task measures once trained (weakseg: masks against the truth)
+    summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
     if len(phases) > 1:
         summary["phases"] = [
             {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
@@ -246,11 +246,10 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
     recipe = adapt.after_data(recipe, info["sizes"]["train"], 1, _note)
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights train would draw
-    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    model = build_model(recipe, info, modality, task.num_outputs)
     _say(f"data: {info['dataset']} ({info['sizes']['train']} training examples, {len(info['classes'])} classes)")
     initialise_model(model, data, recipe, task)
-    if hasattr(task, "observe_training_data"):
-        task.observe_training_data(data)
+    task.observe_training_data(data)
     loader = data.loaders(recipe, resolve_device(recipe.train.device))["train"]
     groups, in_eval = _first_phase(model, recipe)
     optim = recipe.optim
@@ -327,7 +326,7 @@ def initialise_model(model: nn.Module, data: Any, recipe: Recipe, task: Task) ->
     fit_layers_to_data(model, data, recipe.model.name)
     if recipe.transfer.init:  # after the fit: weights given for those layers too are the ones kept
         loaded = load_initial_weights(
-            model, recipe.transfer.init, classes=data.info["classes"], from_models=getattr(task, "init_from", None)
+            model, recipe.transfer.init, classes=data.info["classes"], from_models=task.init_from
         )
         _say(loaded.describe())
         _say_if_normalised_otherwise(recipe, data.info, loaded.normalization)
@@ -427,24 +426,6 @@ def call_with_options(fn: Callable[..., Any], options: dict[str, Any], what: str
     return fn(**fixed, **options)
 
 
-@dataclass
-class LoadedRun:
-    """A trained run, ready for inference; or pretrained weights by name (:func:`load_pretrained_run`), whose
-    ``run_dir`` is the current folder (where their outputs go)."""
-
-    run_dir: Path
-    recipe: Recipe
-    info: dict
-    model: nn.Module
-    task: Task
-    modality: Modality
-    device: torch.device
-
-    @property
-    def classes(self) -> list[str]:
-        return self.info["classes"]
-
-
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     run_dir = Path(run_dir)
     recipe = read_run_recipe(run_dir)
@@ -458,7 +439,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     info = read_json(info_path, keys=("model", "classes", "sizes"))
     task = build_task(recipe, info)
     modality = get_modality(task.modality)
-    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    model = build_model(recipe, info, modality, task.num_outputs)
     load_model_state(model, read_weights(weights), weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
@@ -512,7 +493,7 @@ def evaluate(
 
     Without ``data`` the run's own test split is used (the same images as at the end of training). ``tta``
     averages the predictions over five crops and their mirror images (see :mod:`convscope.models.tta`).
-    The model runs on :mod:`convscope.inference`'s fast path: batches of ``batch_size`` (default
+    The model runs on :mod:`convscope.serve.inference`'s fast path: batches of ``batch_size`` (default
     ``data.eval_batch_size``) in ``precision`` (default: the training precision), batch norms folded.
     """
     run = load_run(run_dir)
@@ -649,8 +630,6 @@ def segment(run_dir: str | Path, images: Sequence[str | Path], *, out: str | Pat
     ``NAME-overlay.png`` (seed 000's HSV) and the classes found with their share of pixels (also in
     ``segments.json``), written to ``out`` (default ``RUN_DIR/segments``). The thresholds are the ones chosen on
     the run's validation scenes."""
-    from convscope.segmentation import segment_images
-
     run = load_run(run_dir)
     return segment_images(run, [str(i) for i in images], Path(out) if out is not None else run.run_dir / "segments")
 
@@ -671,3 +650,40 @@ def _note(message: str) -> None:
 def _say(message: str) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
+
+
+def export_run(
+    run_dir: str | Path, fmt: str, out: str | Path | None = None, *, examples: int = export.PARITY_EXAMPLES
+) -> export.Export:
+    """Write the run's model as ``fmt`` (``onnx`` or ``torchscript``) to ``out`` (default ``RUN_DIR/model.onnx``
+    or ``RUN_DIR/model.torchscript.pt``) and compare its logits with the eager model's on test examples."""
+    if fmt not in export.FORMATS:
+        raise UserError(f"export format {fmt!r} is not one of: {', '.join(export.FORMATS)}")
+    run = load_run(run_dir, device="cpu")
+    path = Path(out) if out is not None else run.run_dir / export.FORMATS[fmt]
+    if path.is_dir():
+        raise UserError(f"--out '{path}' is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = run.model.float().eval()  # fp32, contiguous: the graph every runtime can take
+    x = export.parity_inputs(run, examples)
+    meta = export.metadata(run)
+    # Two examples: a batch of one lets the exporters specialise the batch dimension.
+    example = x[:2] if len(x) >= 2 else torch.cat([x, x])
+    if fmt == "onnx":
+        export.export_onnx(model, example, path, meta)
+        exported = export.onnx_forward(path)
+    else:
+        export.export_torchscript(model, example, path, meta)
+        exported = export.load_torchscript(path)
+    config = InferenceConfig(fold_batchnorm=False, batch_size=128)
+    device = torch.device("cpu")
+    eager = batched(model, x, config, device)
+    other = batched(exported, x, config, device)
+    return export.Export(
+        path=path,
+        format=fmt,
+        dataset=run.info["dataset"],
+        examples=len(x),
+        max_abs_difference=(eager - other).abs().max().item() if len(x) else 0.0,
+        agreement=(eager.argmax(1) == other.argmax(1)).float().mean().item() if len(x) else 1.0,
+    )

@@ -498,7 +498,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from convscope.export import export_run
+    from convscope.api import export_run
 
     if args.examples < 1:
         raise UserError(f"--examples {args.examples}: expected a positive number of test examples")

@@ -29,7 +29,7 @@ from convscope.data.archive import is_archive, safe_extract
 from convscope.data.base import ImageSet, Splits
 from convscope.data.cache import cache_root, content_key, is_cached, load_splits, save_splits
 from convscope.data.images import MAX_DEFAULT_SIDE, fit_size
-from convscope.data.sources import (
+from convscope.data.sources.images import (
     decode_plan,
     find_cifar_files,
     find_idx_files,

@@ -21,9 +21,9 @@ from torch import nn
 from convscope.config import OptimConfig, TrainConfig, TransferConfig
 from convscope.engine.callbacks import Callback
 from convscope.engine.history import History
+from convscope.engine.task import Batch, Task
 from convscope.engine.trainer import Loader, Trainer
 from convscope.errors import UserError
-from convscope.tasks.base import Batch, Task
 
 PHASE1_DIR = "phase1"
 

@@ -30,10 +30,10 @@ from convscope.engine.history import History, Row
 from convscope.engine.optim import build_optimizer, build_scheduler, current_lr_momentum, resolve_device
 from convscope.engine.progress import Progress
 from convscope.engine.seeding import capture_rng, deterministic_algorithms, restore_rng, seed_everything
+from convscope.engine.task import Batch, Task
 from convscope.engine.tensorboard import TensorBoardLogger
 from convscope.errors import UserError
-from convscope.run_files import remove_stale_temporaries
-from convscope.tasks.base import Batch, Task
+from convscope.run import remove_stale_temporaries
 
 
 class Loader(Protocol):

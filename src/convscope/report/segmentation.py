@@ -15,8 +15,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from convscope.engine.callbacks import Callback
+from convscope.engine.task import FIGURES
 from convscope.report.plots import plt, save_figure
-from convscope.run_files import writing
+from convscope.run import writing
 
 GRID_IMAGES = 32  # two rows of 16
 GRID_ROW = 16
@@ -110,6 +111,11 @@ class HsvGridCallback(Callback):
 
     def figures(self) -> dict[str, Path]:
         return self.drawn
+
+
+@FIGURES.register("hsv-grid")
+def _hsv_grid(loaders: dict[str, Any], run_dir: Path, info: dict[str, Any]) -> HsvGridCallback:
+    return HsvGridCallback(loaders.get("valid") or loaders["test"], info, run_dir / "plots")
 
 
 def plot_threshold_sweep(rule: str, sweep: list[dict[str, float]], chosen: dict[str, float], path: Path) -> None:

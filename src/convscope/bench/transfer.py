@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from statistics import fmean
 
-from convscope.bench_runs import timed_run
+from convscope.bench.runs import timed_run
 from convscope.config import load_recipe
 
 PRETRAIN_RECIPE = "cifar5-pretrain"

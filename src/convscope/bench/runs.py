@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from convscope.config import load_recipe
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 
 def timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[dict, float | None]:

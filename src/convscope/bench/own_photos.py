@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from convscope.bench_runs import bench_command, timed_run
+from convscope.bench.runs import bench_command, timed_run
 from convscope.config import read_toml
 from convscope.errors import UserError
 

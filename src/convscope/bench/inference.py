@@ -2,7 +2,7 @@
 split, run three ways, with the accuracy of each.
 
 - ``fp32_eager``: the model as trained, contiguous fp32, under ``torch.inference_mode`` (the usual baseline);
-- ``convscope``: :mod:`convscope.inference`'s fast path (batch norms folded, channels_last, bf16 autocast);
+- ``convscope``: :mod:`convscope.serve.inference`'s fast path (batch norms folded, channels_last, bf16 autocast);
 - ``onnxruntime``: the ``convscope export`` ONNX file in onnxruntime (fp32, its default graph optimisations).
 
 Every system gets the same normalised test tensors already in memory, in batches of the same size, so the
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from convscope.config import load_recipe
-from convscope.inference import InferenceConfig, batched, prepare_model
+from convscope.serve.inference import InferenceConfig, batched, prepare_model
 
 RECIPE = "fashion-mnist"
 GOAL_SPEEDUP = 3.0
@@ -59,7 +59,8 @@ def run_inference_study(
 ) -> dict:
     """Measure ``run_dir`` (default: train the fashion-mnist recipe with ``overrides`` first), print, write JSON."""
     from convscope import api
-    from convscope.export import export_run, onnx_forward
+    from convscope.api import export_run
+    from convscope.serve.export import onnx_forward
 
     overrides = overrides or {}
     if run_dir is None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from convscope.config import load_recipe
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 PRETRAIN_RECIPE = "cifar10-splitbrain"
 FINETUNE_RECIPE = "cifar10-splitbrain-finetune"

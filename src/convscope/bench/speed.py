@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convscope.bench_runs import bench_command
+from convscope.bench.runs import bench_command
+from convscope.bench.speed_systems import SYSTEMS, prepare, seconds_to_target
 from convscope.errors import UserError
-from convscope.speed_systems import SYSTEMS, prepare, seconds_to_target
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def forward_flops_per_image(recipe_name: str, overrides: dict[str, str]) -> floa
 def _run_in_process(system: str, recipe: str, overrides: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="convscope-speed-") as folder:
         result_path = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "convscope.speed_systems", system, recipe, json.dumps(overrides),
+        command = [sys.executable, "-m", "convscope.bench.speed_systems", system, recipe, json.dumps(overrides),
                    str(result_path)]  # fmt: skip
         # stdout (the epoch lines) streams; stderr is held so that a system's own `error:` line becomes ours
         # rather than a second one.

@@ -16,9 +16,9 @@ import os
 import time
 from pathlib import Path
 
-from convscope.bench_runs import timed_run
+from convscope.bench.runs import timed_run
 from convscope.config import load_recipe
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 RECIPES = {"weak": "fashion-scenes-weakseg", "cam": "fashion-scenes-cam", "supervised": "fashion-scenes-supervised"}
 # model -> (run, mask rule)
@@ -106,8 +106,8 @@ def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, res
             "precision": recipe.train.precision,
             "channels_last": recipe.train.channels_last,
             "mean_iou": "torchmetrics MeanIoU: per image, over the 11 classes occurring in the prediction or truth",
-            "refinement": "every model's masks through the same dense CRF search (convscope.refine), kept where it "
-            "beat the raw masks on the valid scenes; raw_miou gives the figures without it",
+            "refinement": "every model's masks through the same dense CRF search (convscope.segment.refine), kept "
+            "where it beat the raw masks on the valid scenes; raw_miou gives the figures without it",
         },
         "recipes": list(RECIPES.values()),
         "overrides": overrides,

@@ -18,7 +18,6 @@ from convscope.data.base import ImageSet
 from convscope.data.catalog import Dataset, open_dataset
 from convscope.data.images import RESIZED, conversion_note, decode_image, fit_size
 from convscope.data.loader import TensorLoader
-from convscope.data.modality import MODALITIES
 from convscope.data.split import channel_stats, color_pca, train_valid_split
 from convscope.distributed import rank_and_world_size
 from convscope.errors import UserError
@@ -265,7 +264,6 @@ def make_loader(
     )
 
 
-@MODALITIES.register("image")
 class ImageModality:
     def prepare(self, recipe: Recipe, *, skip_bad: bool = False) -> ImageData:
         return prepare_image_data(

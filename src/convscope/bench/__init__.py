@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_inference, bench_own_photos, bench_speed, bench_splitbrain, bench_transfer, bench_weakseg
-from convscope.bench_runs import bench_command
+from convscope.bench import inference, own_photos, speed, splitbrain, transfer, weakseg
+from convscope.bench.runs import bench_command
 from convscope.config import load_recipe
 from convscope.errors import UserError
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -161,12 +161,12 @@ def machine() -> dict:
 
 # Benchmarks that compare several runs instead of measuring one recipe: name -> goal.
 STUDIES = {
-    "transfer": bench_transfer.GOAL,
-    "inference": bench_inference.GOAL,
-    "weakseg": bench_weakseg.GOAL,
-    "splitbrain": bench_splitbrain.GOAL,
-    "own-photos": bench_own_photos.GOAL,
-    **dict.fromkeys(bench_speed.SPEED_BENCHMARKS, bench_speed.GOAL),
+    "transfer": transfer.GOAL,
+    "inference": inference.GOAL,
+    "weakseg": weakseg.GOAL,
+    "splitbrain": splitbrain.GOAL,
+    "own-photos": own_photos.GOAL,
+    **dict.fromkeys(speed.SPEED_BENCHMARKS, speed.GOAL),
 }
 
 
@@ -183,34 +183,30 @@ def run_benchmark(
     from convscope import api
 
     if name == "transfer":
-        return bench_transfer.run_transfer_study(
+        return transfer.run_transfer_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
         )
     if name == "inference":
-        return bench_inference.run_inference_study(
+        return inference.run_inference_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
         )
     if name == "weakseg":
-        return bench_weakseg.run_weakseg_study(
+        return weakseg.run_weakseg_study(
             out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
         )
     if run_dir is not None:
         raise UserError(f"--run-dir is for the transfer, weakseg and inference benchmarks, not for benchmark {name!r}")
     if name == "own-photos":
-        return bench_own_photos.run_own_photos_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
-        )
+        return own_photos.run_own_photos_study(out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine())
     if name == "splitbrain":
-        return bench_splitbrain.run_splitbrain_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
-        )
-    if name in bench_speed.SPEED_BENCHMARKS:
-        return bench_speed.run_speed_study(
+        return splitbrain.run_splitbrain_study(out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine())
+    if name in speed.SPEED_BENCHMARKS:
+        return speed.run_speed_study(
             name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), target=target
         )
     if target is not None:
-        speed = ", ".join(bench_speed.SPEED_BENCHMARKS)
-        raise UserError(f"--target is for the speed benchmarks ({speed}), not for benchmark {name!r}")
+        names = ", ".join(speed.SPEED_BENCHMARKS)
+        raise UserError(f"--target is for the speed benchmarks ({names}), not for benchmark {name!r}")
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")

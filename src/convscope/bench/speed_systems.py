@@ -1,5 +1,5 @@
 """The systems the speed benchmark races, each training the same network on the same images with the same
-schedule (``convscope bench speed-fashion``; :mod:`convscope.bench_speed` runs each in its own process).
+schedule (``convscope bench speed-fashion``; :mod:`convscope.bench.speed` runs each in its own process).
 
 - ``plain``: the loop the seeds write: a ``Dataset`` that hands out PIL images (as torchvision's data sets do),
   torchvision transforms per sample, a ``DataLoader``, fp32.
@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from convscope.config import Recipe, load_recipe
 from convscope.data.base import ImageSet
-from convscope.data.datamodule import ImageData, make_loader
-from convscope.data.modality import get_modality
+from convscope.data.modalities import get_modality
+from convscope.data.modalities.image import ImageData, make_loader
 from convscope.engine.callbacks import Callback
 from convscope.engine.optim import build_optimizer, build_scheduler
 from convscope.engine.seeding import seed_everything
@@ -303,7 +303,7 @@ def run_system(system: str, recipe_name: str, overrides: dict[str, str], work_di
 
 
 def main(argv: list[str]) -> None:
-    """``python -m convscope.speed_systems SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON``."""
+    """``python -m convscope.bench.speed_systems SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON``."""
     system, recipe_name, overrides, result_path = argv
     try:
         with tempfile.TemporaryDirectory(prefix=f"speed-{system}-") as work_dir:
