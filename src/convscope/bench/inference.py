@@ -12,7 +12,6 @@ figure is the model's forward pass (and the conversion to channels_last for the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from convscope.bench.runs import write_result
 from convscope.config import load_recipe
 from convscope.serve.inference import InferenceConfig, batched, prepare_model
 
@@ -92,13 +92,8 @@ def run_inference_study(
         "systems": systems,
         "reached": ours["speedup"] >= GOAL_SPEEDUP and abs(ours["accuracy"] - base["accuracy"]) <= GOAL_POINTS,
         "overrides": overrides,
-        "command": "convscope bench inference",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / "inference.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "inference", overrides, machine, out, results_dir)
     print(f"{'system':<14}{'images/s':>10}{'speed-up':>10}{'accuracy':>10}")
     for name, row in systems.items():
         print(f"{name:<14}{row['images_per_second']:>10.0f}{row['speedup']:>9.2f}x{row['accuracy']:>10.4f}")

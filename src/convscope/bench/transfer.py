@@ -12,12 +12,11 @@ reports their mean beside each draw; ``--set train.seed=N`` runs one draw.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from statistics import fmean
 
-from convscope.bench.runs import timed_run
+from convscope.bench.runs import timed_run, write_result
 from convscope.config import load_recipe
 
 PRETRAIN_RECIPE = "cifar5-pretrain"
@@ -104,15 +103,8 @@ def run_transfer_study(
             "channels_last": recipe.train.channels_last,
         },
         "recipes": [PRETRAIN_RECIPE, FEWSHOT_RECIPE],
-        "overrides": overrides,
-        "run_dir": str(root),
-        "command": "convscope bench transfer",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / "transfer.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "transfer", overrides, machine, out, results_dir, run_dir=root)
     print(f"{'run':<32}{'test accuracy':>14}{'train s':>10}{'wall s':>10}")
     print(f"{'pre-train (5 other classes)':<32}{pretrain['test_accuracy']:>14.4f}"
           f"{pretrain['train_seconds']:>10.1f}{_shown(result['seconds']['pretrain_wall']):>10}")  # fmt: skip
