@@ -95,7 +95,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("none", "onecycle", "cosine", "step", "linear")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-EARLY_STOPPING = ("none", "seed001", "patience")
+EARLY_STOPPING = ("none", "first-drop", "patience")
+# Old names recipes may still give: train.early_stopping = "seed001" is "first-drop" (seed 001's rule).
+EARLY_STOPPING_ALIASES = {"seed001": "first-drop"}
 LOGGERS = ("csv", "tensorboard")
 MONITOR_MODES = ("max", "min")
 
@@ -185,7 +187,8 @@ class TrainConfig:
     log_every: int = 50  # steps between log lines when there is no bar
     window: int = 0  # moving-average window of step logs; 0 = 5% of an epoch (seed 004)
     checkpoint_every: int = 0  # also checkpoint every N steps (0: only at epoch ends)
-    # none | seed001 (stop when the monitored value gets worse than the previous epoch's) | patience
+    # none | first-drop (stop when the monitored value gets worse than the previous epoch's; seed001, its old name,
+    # still reads) | patience
     early_stopping: str = "none"
     patience: int = 3  # epochs without improvement before stopping (early_stopping = "patience")
     monitor: str = "accuracy"  # a validation metric name: picks best.pt and drives early stopping
@@ -204,6 +207,7 @@ class TrainConfig:
     def validate(self) -> None:
         s = "train"
         check_numbers(s, self)
+        self.early_stopping = EARLY_STOPPING_ALIASES.get(self.early_stopping, self.early_stopping)
         check_count("train.epochs", self.epochs, 1, MAX_EPOCHS)
         if not 0 <= self.seed < INT64_LIMIT:  # what torch.Generator.manual_seed takes
             raise UserError(f"train.seed = {self.seed!r}: expected an integer in [0, 2**63)")

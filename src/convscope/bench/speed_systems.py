@@ -41,6 +41,7 @@ from convscope.engine.callbacks import Callback
 from convscope.engine.optim import build_optimizer, build_scheduler
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
+from convscope.models.layers import eval_mode
 
 # Lightning's DataLoader check asks for worker processes; one is what two cores can spare for decoding beside
 # the training step's threads (two workers measured slower here: they take the step's cores).
@@ -86,13 +87,10 @@ def test_accuracy_fn(data: ImageData, recipe: Recipe) -> Callable[[nn.Module], f
                          device=torch.device("cpu"), channels_last=True)  # fmt: skip
 
     def measure(model: nn.Module) -> float:
-        was_training = model.training
-        model.eval()
         correct = 0
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with eval_mode(model), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             for x, y in loader:
                 correct += int((task.predict(model, x).argmax(dim=1) == y).sum())
-        model.train(was_training)
         return correct / len(data.test)
 
     return measure

@@ -33,6 +33,7 @@ from convscope.engine.seeding import capture_rng, deterministic_algorithms, rest
 from convscope.engine.task import Batch, Task
 from convscope.engine.tensorboard import TensorBoardLogger
 from convscope.errors import UserError
+from convscope.models.layers import eval_mode
 from convscope.run import remove_stale_temporaries
 
 
@@ -171,15 +172,10 @@ class Trainer:
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
         """The task's metrics over ``loader``: eval mode, inference mode, the training precision."""
         metrics = self.task.make_metrics().to(self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode(), self._autocast():
-                for batch in loader:
-                    self.task.validation_step(self.model, self._to_device(batch), metrics)
+        with eval_mode(self.model), torch.inference_mode(), self._autocast():
+            for batch in loader:
+                self.task.validation_step(self.model, self._to_device(batch), metrics)
             computed = metrics.compute()
-        finally:
-            self.model.train(was_training)
         out = {}
         for name in _loss_first(computed):
             value = computed[name]

@@ -18,6 +18,7 @@ import torch
 from convscope.data.lab import unscale_lab
 from convscope.engine.callbacks import Callback
 from convscope.engine.task import FIGURES
+from convscope.models.layers import eval_mode
 from convscope.run import damaged, read_text, writing
 
 if TYPE_CHECKING:
@@ -240,13 +241,8 @@ class ColourFigure(Callback):
         if not trainer.is_main:
             return
         model = trainer.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                ab_logits, _ = model(self.images.to(trainer.device))
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            ab_logits, _ = model(self.images.to(trainer.device))
         path = self.folder / f"colours-epoch-{row['epoch']}.png"
         plot_colourisation(unscale_lab(self.images), ab_logits.float().cpu(), path)
         self.drawn = {"colours": path}

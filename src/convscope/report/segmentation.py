@@ -16,6 +16,7 @@ from torchvision.utils import make_grid
 
 from convscope.engine.callbacks import Callback
 from convscope.engine.task import FIGURES
+from convscope.models.layers import eval_mode
 from convscope.report.plots import plt, save_figure
 from convscope.run import writing
 
@@ -94,13 +95,8 @@ class HsvGridCallback(Callback):
             return
         x = self.loader.spread(GRID_IMAGES)[0]
         model = trainer.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode(), trainer._autocast():
-                maps = model(x)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.inference_mode(), trainer._autocast():
+            maps = model(x)
         accuracy = row.get("accuracy")
         shown = f", valid accuracy {accuracy:.3f}" if accuracy is not None else ""
         epoch = int(row["epoch"])
