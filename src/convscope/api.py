@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,29 +112,81 @@ def _after_write_failure(run_dir: Path, failure: WriteFailed) -> str:
     return f"the last good checkpoint {last} stays valid: {fix}, then `convscope train --resume --out {run_dir}`"
 
 
-def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[Callback]) -> Path:
-    rank, world_size = rank_and_world_size()
-    main_rank = rank == 0  # only rank 0 writes files
-    if resume:
-        recipe = read_run_recipe(run_dir)
-    elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
-        raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
-    else:  # an API caller's recipe too: refused now, not after training, if its config.toml could not be read back
-        recipe = validated(recipe)
+@dataclass
+class _Setup:
+    """What training starts from: the recipe (adapted to the data), its data, task and model (initial weights)."""
 
+    recipe: Recipe
+    modality: Modality
+    data: Any
+    info: dict[str, Any]
+    task: Task
+    model: nn.Module
+
+
+def _set_up(recipe: Recipe, *, adapt_recipe: bool, world_size: int = 1) -> _Setup:
+    """Prepare the recipe's data, task and model (seeded); ``adapt_recipe`` fits the recipe to the data first."""
     modality = get_modality(TASKS.get(recipe.task.name).modality)
-    if not resume:  # a resumed run's recipe is the adapted one
+    if adapt_recipe:
         recipe = adapt.before_data(recipe, _note)
     data = modality.prepare(recipe)
     info = data.info
-    if not resume:
+    if adapt_recipe:
         recipe = adapt.after_data(recipe, info["sizes"]["train"], world_size, _note)
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(recipe, info, modality, task.num_outputs)
+    return _Setup(recipe, modality, data, info, task, model)
 
+
+def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[Callback]) -> Path:
+    rank, world_size = rank_and_world_size()
+    recipe = _starting_recipe(recipe, run_dir, resume)
+    setup = _set_up(recipe, adapt_recipe=not resume, world_size=world_size)  # a resumed run's recipe is adapted
+    _open_run_dir(setup, run_dir, write=not resume and rank == 0)
+    if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
+        initialise_model(setup.model, setup.data, setup.recipe, setup.task)
+    setup.task.observe_training_data(setup.data)  # a task that needs more than batches (e.g. a class prior)
+    loaders = setup.data.loaders(setup.recipe, resolve_device(setup.recipe.train.device))
+    phases = _fit(setup, loaders, run_dir, resume, callbacks)
+    trainer = phases[-1].trainer
+    trainer.load_best()
+    test = trainer.evaluate(loaders["test"])
+    if rank != 0:  # only rank 0 writes files
+        return run_dir
+    weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()})
+    atomic_write(run_dir / WEIGHTS_FILE, lambda f: f.write(weights))
+    summary = _summary(setup, phases, test)
+    # figures a task measures once trained (weakseg: masks against the truth)
+    summary.update(setup.task.after_training(setup.model, loaders, run_dir, setup.info, setup.recipe.train.precision))
+    if len(phases) > 1:
+        summary["phases"] = [
+            {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
+             "backbone_frozen": r.phase.frozen, "train_seconds": round(r.history.train_seconds, 2)}
+            for r in phases
+        ]  # fmt: skip
+        plot_run(run_dir / PHASE1_DIR)
+    write_json(run_dir / "summary.json", summary)
+    plot_run(run_dir)
+    _say_result(summary, run_dir)
+    return run_dir
+
+
+def _starting_recipe(recipe: Recipe, run_dir: Path, resume: bool) -> Recipe:
+    """The recipe a run starts from: the saved one of a resumed run, else ``recipe`` checked."""
+    if resume:
+        return read_run_recipe(run_dir)
+    if (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
+        raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
+    # an API caller's recipe too: refused now, not after training, if its config.toml could not be read back
+    return validated(recipe)
+
+
+def _open_run_dir(setup: _Setup, run_dir: Path, *, write: bool) -> None:
+    """Make the run directory, write its recipe and data (``write``), and say what is trained on what."""
+    recipe, info = setup.recipe, setup.info
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and main_rank:
+    if write:
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
         write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
@@ -143,17 +196,16 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
-    if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
-        initialise_model(model, data, recipe, task)
-    task.observe_training_data(data)  # a task that needs more than batches (e.g. a class prior)
-    loaders = data.loaders(recipe, resolve_device(recipe.train.device))
-    # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
-    task_callbacks = task.callbacks(loaders, run_dir, info)
+
+def _fit(setup: _Setup, loaders: dict[str, Any], run_dir: Path, resume: bool, callbacks: Sequence[Callback]) -> list:
+    """Train in the recipe's phases, with the task's callbacks (its per-epoch figures) and the caller's."""
+    recipe = setup.recipe
+    task_callbacks = setup.task.callbacks(loaders, run_dir, setup.info)
     if "tensorboard" in recipe.train.loggers:  # the training history as a TensorBoard image at every epoch end
         task_callbacks.append(HistoryFigure())
-    phases = train_in_phases(
-        model,
-        task,
+    return train_in_phases(
+        setup.model,
+        setup.task,
         recipe.optim,
         recipe.train,
         recipe.transfer,
@@ -162,18 +214,15 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         valid_loader=loaders.get("valid"),
         resume=resume,
         callbacks=[*task_callbacks, *callbacks],
-        checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
+        checkpoint_extra={"recipe": recipe.to_dict(), "data": setup.info},
         say=_say,
     )
-    trainer, history = phases[-1].trainer, combined_history(phases)
 
-    trainer.load_best()
-    test = trainer.evaluate(loaders["test"])
-    if not main_rank:
-        return run_dir
-    test_images = info["sizes"]["test"]
-    weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    atomic_write(run_dir / WEIGHTS_FILE, lambda f: f.write(weights))
+
+def _summary(setup: _Setup, phases: list, test: dict[str, float]) -> dict[str, Any]:
+    """``summary.json``'s fields of a trained run."""
+    recipe, trainer, history = setup.recipe, phases[-1].trainer, combined_history(phases)
+    test_images = setup.info["sizes"]["test"]
     summary = {
         "task": recipe.task.name,
         "dataset": recipe.data.name,
@@ -192,24 +241,18 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         # None without a validation split (the cifar10 recipe trains on all 50,000 images)
         "best_valid_accuracy": max((row["accuracy"] for row in history.valid if "accuracy" in row), default=None),
         "test": test,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in setup.model.parameters()),
         "device": str(trainer.device),
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
     if trainer.diverged is not None:
         summary["diverged"] = trainer.diverged
-    # figures a task measures once trained (weakseg: masks against the truth)
-    summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
-    if len(phases) > 1:
-        summary["phases"] = [
-            {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
-             "backbone_frozen": r.phase.frozen, "train_seconds": round(r.history.train_seconds, 2)}
-            for r in phases
-        ]  # fmt: skip
-        plot_run(run_dir / PHASE1_DIR)
-    write_json(run_dir / "summary.json", summary)
-    plot_run(run_dir)
+    return summary
+
+
+def _say_result(summary: dict[str, Any], run_dir: Path) -> None:
+    test_images = summary["test_images"]
     accuracy = ""
     if summary["test_accuracy"] is not None:
         low, high = summary["test_accuracy_ci95"]
@@ -220,7 +263,6 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         f"test {accuracy}loss {summary['test_loss']:.4f} "
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
     )
-    return run_dir
 
 
 LR_FIND_FILE = Path("lr_find.png")
@@ -239,21 +281,32 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
     if out.suffix.lower() not in LR_FIND_FORMATS:
         raise UserError(f"lr-find --out {out}: expected a figure file ending in {', '.join(LR_FIND_FORMATS)}")
     settings = settings or LRFindSettings()
-    modality = get_modality(TASKS.get(recipe.task.name).modality)
-    recipe = adapt.before_data(recipe, _note)  # the batch and optimiser train would use
-    data = modality.prepare(recipe)
-    info = data.info
-    recipe = adapt.after_data(recipe, info["sizes"]["train"], 1, _note)
-    task = build_task(recipe, info)
-    seed_everything(recipe.train.seed)  # the initial weights train would draw
-    model = build_model(recipe, info, modality, task.num_outputs)
+    setup = _set_up(recipe, adapt_recipe=True)  # the batch, optimiser and initial weights train would use
+    recipe, info, model, task = setup.recipe, setup.info, setup.model, setup.task
     _say(f"data: {info['dataset']} ({info['sizes']['train']} training examples, {len(info['classes'])} classes)")
-    initialise_model(model, data, recipe, task)
-    task.observe_training_data(data)
-    loader = data.loaders(recipe, resolve_device(recipe.train.device))["train"]
+    initialise_model(model, setup.data, recipe, task)
+    task.observe_training_data(setup.data)
+    loader = setup.data.loaders(recipe, resolve_device(recipe.train.device))["train"]
     groups, in_eval = _first_phase(model, recipe)
     optim = recipe.optim
-    scaled = ("lr", "linear_lr", "bias_lr") if optim.name == "muon" else ("lr",)
+    _say_lr_find_notes(recipe, settings)
+    result = find_lr(model, task, optim, recipe.train, loader, settings=settings, param_groups=groups,
+                     in_eval=in_eval, say=_say)  # fmt: skip
+    summary = _lr_find_summary(recipe, settings, result)
+    i = result.suggestion_index
+    plot_lr_find(result, out, title=f"lr-find: recipe {recipe.name} on {recipe.data.name} ({optim.name})")
+    write_json(out.with_suffix(".json"), summary)
+    if i is None:
+        raise UserError(
+            f"lr-find: the smoothed loss never fell below its first value between lr {settings.start_lr:g} and "
+            f"{result.lrs[-1]:g}, so there is no lr to suggest; see {out} (check the data and labels, or raise "
+            "--end-lr)"
+        )
+    return summary
+
+
+def _say_lr_find_notes(recipe: Recipe, settings: LRFindSettings) -> None:
+    optim = recipe.optim
     if optim.name == "muon":
         _say(f"note: muon: optim.linear_lr ({optim.linear_lr:g}) and optim.bias_lr ({optim.bias_lr:g}) are scaled "
              "with optim.lr by the same factor throughout; the lr shown is optim.lr (the filters')")  # fmt: skip
@@ -262,8 +315,12 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
              "the lr found is optim.lr, the schedule's peak")  # fmt: skip
     _say(f"lr-find: up to {settings.steps} steps of {optim.name} (batch {recipe.train.batch_size}), "
          f"lr {settings.start_lr:g} -> {settings.end_lr:g}")  # fmt: skip
-    result = find_lr(model, task, optim, recipe.train, loader, settings=settings, param_groups=groups,
-                     in_eval=in_eval, say=_say)  # fmt: skip
+
+
+def _lr_find_summary(recipe: Recipe, settings: LRFindSettings, result: Any) -> dict[str, Any]:
+    """What ``lr-find``'s JSON holds: the settings, the curve, its minimum and the suggestion (or None)."""
+    optim = recipe.optim
+    scaled = ("lr", "linear_lr", "bias_lr") if optim.name == "muon" else ("lr",)
     lowest = result.minimum
     summary: dict[str, Any] = {
         "recipe": recipe.name,
@@ -291,14 +348,6 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
         flags = [f"--lr {found['optim.lr']:g}", *(f"--set {k}={v:g}" for k, v in found.items() if k != "optim.lr")]
         summary["suggestion"] = {"lr": result.lrs[i], "smoothed_loss": result.smoothed[i], "step": i,
                                  "settings": found, "flags": " ".join(flags)}  # fmt: skip
-    plot_lr_find(result, out, title=f"lr-find: recipe {recipe.name} on {recipe.data.name} ({optim.name})")
-    write_json(out.with_suffix(".json"), summary)
-    if i is None:
-        raise UserError(
-            f"lr-find: the smoothed loss never fell below its first value between lr {settings.start_lr:g} and "
-            f"{result.lrs[-1]:g}, so there is no lr to suggest; see {out} (check the data and labels, or raise "
-            "--end-lr)"
-        )
     return summary
 
 
@@ -515,10 +564,23 @@ def evaluate(
         for batch in loader:
             run.task.validation_step(model, batch, metrics)
     values = {k: _to_cpu(v) for k, v in metrics.compute().items()}
+    result = _evaluation(run, values, data or recipe.data.name, config)
+    if tta:
+        result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
+    write_json(run.run_dir / "eval.json", result)
+    plots = run.run_dir / "plots"
+    plot_confusion_matrix(values["confusion_matrix"], run.classes, plots / "confusion_matrix.png")
+    plot_roc(result["roc"], plots / "roc.png")
+    plot_precision_recall(result["precision_recall"], plots / "precision_recall.png")
+    return result
+
+
+def _evaluation(run: LoadedRun, values: dict[str, Any], data: str, config: InferenceConfig) -> dict[str, Any]:
+    """``eval.json``'s fields from the detailed metrics' ``values``."""
     confusion = values["confusion_matrix"]
-    result = {
+    return {
         "run": str(run.run_dir),
-        "data": data or recipe.data.name,
+        "data": data,
         "images": int(confusion.sum()),
         "inference": dataclasses.asdict(config),
         "loss": values["loss"].item(),
@@ -531,14 +593,6 @@ def evaluate(
         "confusion_matrix": confusion.tolist(),
         **summarize_classification(values, run.classes),
     }
-    if tta:
-        result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
-    write_json(run.run_dir / "eval.json", result)
-    plots = run.run_dir / "plots"
-    plot_confusion_matrix(confusion, run.classes, plots / "confusion_matrix.png")
-    plot_roc(result["roc"], plots / "roc.png")
-    plot_precision_recall(result["precision_recall"], plots / "precision_recall.png")
-    return result
 
 
 def _test_time_augmented(run: LoadedRun) -> tuple[Recipe, TestTimeAugmented]:

@@ -4,9 +4,10 @@ help five other classes learnt from 100 labelled images each?
 Runs of two shipped recipes: ``cifar5-pretrain`` (airplane, automobile, bird, cat, deer; all 25,000 training
 images), then ``cifar5-fewshot`` (dog, frog, horse, ship, truck; 100 images per class) once from scratch
 (one phase at the full lr) and once from the pre-trained weights (seed 004's two phases). Both are measured
-on the five classes' full test set (5,000 images). Which 100 images a class gets moves either accuracy by a
-point or two (benchmarks/README.md), so the few-shot pair runs for three draws (``train.seed`` 0, 1, 2: the labelled images, the initialisation, the order) and the study
-reports their mean beside each draw; ``--set train.seed=N`` runs one draw.
+on the five classes' full test set (5,000 images). Which 100 images a class gets moves either accuracy by a point
+or two (benchmarks/README.md), so the few-shot pair runs for three draws (``train.seed`` 0, 1, 2: the labelled
+images, the initialisation, the order) and the study reports their mean beside each draw; ``--set train.seed=N``
+runs one draw.
 """
 
 from __future__ import annotations
