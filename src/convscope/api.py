@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -444,15 +443,14 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 def build_task(recipe: Recipe, info: dict) -> Task:
     constructor = TASKS.get(recipe.task.name)
-    classes, needed = info["classes"], getattr(constructor, "min_classes", 1)  # weakseg localises even one class
+    classes, needed = info["classes"], constructor.min_classes  # weakseg localises even one class
     if len(classes) < needed:
         found = ", ".join(repr(name) for name in classes) or "none"
         raise UserError(
             f"data {info['dataset']!r} has {len(classes)} class ({found}): task {recipe.task.name!r} is a classifier "
             f"and needs {needed} or more classes; add a folder (or CSV label) of images per class"
         )
-    return call_with_options(constructor, recipe.task.options, f"task {recipe.task.name!r}",
-                             num_classes=len(info["classes"]))  # fmt: skip
+    return TASKS.create(recipe.task.name, recipe.task.options, num_classes=len(info["classes"]))
 
 
 def build_model(recipe: Recipe, info: dict, modality: Modality, num_outputs: int | None = None) -> nn.Module:
@@ -464,15 +462,6 @@ def build_model(recipe: Recipe, info: dict, modality: Modality, num_outputs: int
         inputs=modality.model_inputs(recipe, info),
         **recipe.model.options,
     )
-
-
-def call_with_options(fn: Callable[..., Any], options: dict[str, Any], what: str, **fixed: Any) -> Any:
-    """Call a registered constructor, naming any option it does not take."""
-    accepted = [name for name in inspect.signature(fn).parameters if name not in fixed]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise UserError(f"{what} has no option {unknown[0]!r}; expected one of: {', '.join(accepted)}")
-    return fn(**fixed, **options)
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:

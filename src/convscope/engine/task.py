@@ -41,6 +41,7 @@ class Task:
     init_from: ClassVar[Sequence[str] | None] = None
     # The mask rule of a class-map task (weakseg, segment): how its maps become masks. None: not a class-map task.
     rule: str | None = None
+    min_classes: ClassVar[int] = 1  # the classes the data must have (a classifier: 2; weakseg localises even one)
     figures: ClassVar[Sequence[str]] = ()  # per-epoch figure callbacks, by their name in FIGURES
     measure: ClassVar[str | None] = None  # what to measure once trained, by its name in MEASURES
 
