@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from convscope import bench, bench_own_photos
-from convscope.bench_own_photos import FIVE_PHOTOS, PHOTOS, photo_folder
+from convscope import bench
+from convscope.bench import own_photos as bench_own_photos
+from convscope.bench.own_photos import FIVE_PHOTOS, PHOTOS, photo_folder
 
 pytest.importorskip("skimage.data")
 
@@ -35,7 +36,7 @@ def test_the_five_class_folder_uses_colour_photographs_scikit_image_ships():
 
 
 def test_own_photos_is_a_listed_study_dispatched_by_run_benchmark(monkeypatch: pytest.MonkeyPatch):
-    assert bench.STUDIES["own-photos"] == bench_own_photos.GOAL
+    assert bench.STUDIES["own-photos"].goal == bench_own_photos.GOAL
     calls = []
     monkeypatch.setattr(bench_own_photos, "run_own_photos_study", lambda **kwargs: calls.append(kwargs) or {"ok": 1})
     assert bench.run_benchmark("own-photos", overrides={"train.precision": "fp32"}) == {"ok": 1}

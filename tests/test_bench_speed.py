@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from convscope import bench_speed, speed_systems
-from convscope.bench_runs import bench_command
+from convscope.bench import speed as bench_speed
+from convscope.bench import speed_systems
+from convscope.bench.runs import bench_command
 from convscope.errors import UserError
 from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder

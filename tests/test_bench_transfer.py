@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from convscope import api, bench_transfer
-from convscope.bench_runs import timed_run
+from convscope import api
+from convscope.bench import transfer as bench_transfer
+from convscope.bench.runs import timed_run
 from convscope.errors import UserError
 
 

@@ -2,7 +2,8 @@
 
 import json
 
-from convscope import api, bench_weakseg
+from convscope import api
+from convscope.bench import weakseg as bench_weakseg
 
 RULES = {"weak": ("attention", 0.40, 0.64), "cam": ("cam", 0.25, 0.47), "supervised": ("argmax", 0.66, None)}
 

@@ -87,10 +87,20 @@ def test_section_must_be_a_table():
 def test_image_classification_recipes_build_their_task_and_model(name: str):
     """Task and model options are checked when built, not when the recipe is read: build them on 3 x 64 x 64."""
     from convscope import api
-    from convscope.data.modality import get_modality
+    from convscope.data.modalities import get_modality
 
     recipe = load_recipe(name)
     info = {"classes": [f"c{i}" for i in range(10)], "channels": 3, "image_size": [64, 64]}
     task = api.build_task(recipe, info)
     model = api.build_model(recipe, info, get_modality(task.modality))
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_importing_config_loads_no_torch():
+    """config.py is a leaf: reading a recipe needs neither torch nor the data, engine or model modules."""
+    import subprocess
+    import sys
+
+    code = "import sys, convscope.config; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib', 'numpy')))"  # noqa: E501
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from convscope.config import (
     _TYPED_SECTIONS,
+    OptimConfig,
     Recipe,
+    TrainConfig,
     load_recipe,
     read_toml,
     recipe_from_dict,
@@ -23,7 +25,6 @@ from convscope.config import (
     validated,
     write_recipe_toml,
 )
-from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.errors import UserError
 from tests.cli_helpers import cli, one_error_line
 

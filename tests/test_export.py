@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from convscope import api
-from convscope.bench_inference import run_inference_study
+from convscope.api import export_run
+from convscope.bench.inference import run_inference_study
 from convscope.cli import main
-from convscope.export import export_run, load_torchscript, parity_inputs
+from convscope.serve.export import load_torchscript, parity_inputs
 from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
 from tests.test_cli import QUICK

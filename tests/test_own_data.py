@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convscope.bench_own_photos import OTHER_PHOTOS, PHOTOS, photo_folder
+from convscope.bench.own_photos import OTHER_PHOTOS, PHOTOS, photo_folder
 from convscope.config import read_toml
 from tests.cli_helpers import cli
 

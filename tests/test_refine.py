@@ -2,8 +2,8 @@
 
 import torch
 
-from convscope.refine import choose_refinement, crf_grid, refined_masks
-from convscope.segmentation import mean_iou
+from convscope.segment.refine import choose_refinement, crf_grid, refined_masks
+from convscope.segment.segmentation import mean_iou
 
 
 def _scene(size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

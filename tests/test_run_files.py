@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from convscope.errors import UserError
-from convscope.run_files import read_json, read_text, read_weights
+from convscope.run import read_json, read_text, read_weights
 from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_imagefolder
 

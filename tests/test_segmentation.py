@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from convscope.segmentation import PixelScores, RankedMaps, choose, measure_masks
+from convscope.segment.segmentation import PixelScores, RankedMaps, choose, measure_masks
 from convscope.tasks.weakseg import WeakSegTask
 from tests.tasks.test_weakseg import FixedMaps
 
@@ -57,7 +57,7 @@ def test_measured_masks_match_hand_computed_iou_sa_and_pixel_accuracy():
 
 
 def test_weak_rule_reads_the_model_maps():
-    from convscope.segmentation import attention_scores
+    from convscope.segment.segmentation import attention_scores
 
     maps = torch.zeros(1, 2, 2, 2)
     maps[0, 1, 0, 0] = 5.0
@@ -68,7 +68,7 @@ def test_weak_rule_reads_the_model_maps():
 
 
 def test_weak_rule_gives_pixels_only_to_the_classes_the_image_level_detector_finds():
-    from convscope.segmentation import attention_scores
+    from convscope.segment.segmentation import attention_scores
 
     maps = torch.full((1, 3, 4, 4), -6.0)
     maps[0, 0, :2] = 4.0  # class 0 strong on half the image: found (smooth-max logit > 0)
@@ -84,7 +84,7 @@ def test_weak_rule_gives_pixels_only_to_the_classes_the_image_level_detector_fin
 
 
 def test_supervised_rule_limits_item_pixels_to_classes_the_image_level_prediction_finds():
-    from convscope.segmentation import argmax_scores
+    from convscope.segment.segmentation import argmax_scores
     from convscope.tasks.segment import SegmentTask
 
     maps = torch.full((1, 3, 2, 2), -5.0)  # channel 0 the background, then classes a and b

@@ -11,7 +11,7 @@ import torch
 
 from convscope import api
 from convscope.cli import main
-from convscope.data.text_sources import spanish_names_dir
+from convscope.data.sources.text import spanish_names_dir
 from convscope.errors import UserError
 from convscope.explain.text import explain_texts, log_odds
 from tests.cli_helpers import cli, one_error_line

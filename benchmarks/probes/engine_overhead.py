@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from convscope.speed_systems import run_system
+from convscope.bench.speed_systems import run_system
 
 recipe, systems = sys.argv[1], sys.argv[2:]
 for system in systems:

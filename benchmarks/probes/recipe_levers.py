@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from convscope import api
 from convscope.config import load_recipe
-from convscope.data.modality import get_modality
+from convscope.data.modalities import get_modality
 from convscope.engine.callbacks import Callback
 
 recipe_name, decay = sys.argv[1], float(sys.argv[2])

@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from torch import nn
 
 from convscope import adapt
 from convscope.config import (
+    AugmentConfig,
     NamedConfig,
     Recipe,
     load_recipe,
@@ -32,8 +32,7 @@ from convscope.config import (
     validated,
     write_recipe_toml,
 )
-from convscope.data.augment import AugmentConfig
-from convscope.data.modality import Modality, get_modality
+from convscope.data.modalities import Modality, get_modality
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.callbacks import Callback
 from convscope.engine.checkpoint import load_model_state
@@ -50,7 +49,6 @@ from convscope.engine.lr_find import RULE, LRFindSettings, find_lr
 from convscope.engine.optim import resolve_device
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
-from convscope.inference import InferenceConfig, autocast, batched, prepare_model
 from convscope.metrics.classification import accuracy_interval
 from convscope.metrics.classification import summarize as summarize_classification
 from convscope.models import create_model
@@ -61,7 +59,10 @@ from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
 from convscope.report.lr_find import plot_lr_find
 from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
-from convscope.run_files import WriteFailed, atomic_write, damaged, hint, read_json, read_weights, write_json
+from convscope.run import LoadedRun, WriteFailed, atomic_write, damaged, hint, read_json, read_weights, write_json
+from convscope.segment.segmentation import segment_images
+from convscope.serve import export
+from convscope.serve.inference import InferenceConfig, autocast, batched, prepare_model
 from convscope.tasks import TASKS, Task
 
 if TYPE_CHECKING:
@@ -110,29 +111,81 @@ def _after_write_failure(run_dir: Path, failure: WriteFailed) -> str:
     return f"the last good checkpoint {last} stays valid: {fix}, then `convscope train --resume --out {run_dir}`"
 
 
-def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[Callback]) -> Path:
-    rank, world_size = rank_and_world_size()
-    main_rank = rank == 0  # only rank 0 writes files
-    if resume:
-        recipe = read_run_recipe(run_dir)
-    elif (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
-        raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
-    else:  # an API caller's recipe too: refused now, not after training, if its config.toml could not be read back
-        recipe = validated(recipe)
+@dataclass
+class _Setup:
+    """What training starts from: the recipe (adapted to the data), its data, task and model (initial weights)."""
 
+    recipe: Recipe
+    modality: Modality
+    data: Any
+    info: dict[str, Any]
+    task: Task
+    model: nn.Module
+
+
+def _set_up(recipe: Recipe, *, adapt_recipe: bool, world_size: int = 1) -> _Setup:
+    """Prepare the recipe's data, task and model (seeded); ``adapt_recipe`` fits the recipe to the data first."""
     modality = get_modality(TASKS.get(recipe.task.name).modality)
-    if not resume:  # a resumed run's recipe is the adapted one
+    if adapt_recipe:
         recipe = adapt.before_data(recipe, _note)
     data = modality.prepare(recipe)
     info = data.info
-    if not resume:
+    if adapt_recipe:
         recipe = adapt.after_data(recipe, info["sizes"]["train"], world_size, _note)
     task = build_task(recipe, info)
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    model = build_model(recipe, info, modality, task.num_outputs)
+    return _Setup(recipe, modality, data, info, task, model)
 
+
+def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[Callback]) -> Path:
+    rank, world_size = rank_and_world_size()
+    recipe = _starting_recipe(recipe, run_dir, resume)
+    setup = _set_up(recipe, adapt_recipe=not resume, world_size=world_size)  # a resumed run's recipe is adapted
+    _open_run_dir(setup, run_dir, write=not resume and rank == 0)
+    if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
+        initialise_model(setup.model, setup.data, setup.recipe, setup.task)
+    setup.task.observe_training_data(setup.data)  # a task that needs more than batches (e.g. a class prior)
+    loaders = setup.data.loaders(setup.recipe, resolve_device(setup.recipe.train.device))
+    phases = _fit(setup, loaders, run_dir, resume, callbacks)
+    trainer = phases[-1].trainer
+    trainer.load_best()
+    test = trainer.evaluate(loaders["test"])
+    if rank != 0:  # only rank 0 writes files
+        return run_dir
+    weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()})
+    atomic_write(run_dir / WEIGHTS_FILE, lambda f: f.write(weights))
+    summary = _summary(setup, phases, test)
+    # figures a task measures once trained (weakseg: masks against the truth)
+    summary.update(setup.task.after_training(setup.model, loaders, run_dir, setup.info, setup.recipe.train.precision))
+    if len(phases) > 1:
+        summary["phases"] = [
+            {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
+             "backbone_frozen": r.phase.frozen, "train_seconds": round(r.history.train_seconds, 2)}
+            for r in phases
+        ]  # fmt: skip
+        plot_run(run_dir / PHASE1_DIR)
+    write_json(run_dir / "summary.json", summary)
+    plot_run(run_dir)
+    _say_result(summary, run_dir)
+    return run_dir
+
+
+def _starting_recipe(recipe: Recipe, run_dir: Path, resume: bool) -> Recipe:
+    """The recipe a run starts from: the saved one of a resumed run, else ``recipe`` checked."""
+    if resume:
+        return read_run_recipe(run_dir)
+    if (run_dir / "checkpoints").exists() or (run_dir / PHASE1_DIR / "checkpoints").exists():
+        raise UserError(f"run directory '{run_dir}' already holds a run; pass --resume to continue it or another --out")
+    # an API caller's recipe too: refused now, not after training, if its config.toml could not be read back
+    return validated(recipe)
+
+
+def _open_run_dir(setup: _Setup, run_dir: Path, *, write: bool) -> None:
+    """Make the run directory, write its recipe and data (``write``), and say what is trained on what."""
+    recipe, info = setup.recipe, setup.info
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and main_rank:
+    if write:
         write_recipe_toml(recipe, run_dir / CONFIG_FILE)
         write_json(run_dir / RUN_FILE, {"model": recipe.model.name, "model_options": recipe.model.options, **info})
     _say(f"run directory: {run_dir}")
@@ -142,18 +195,16 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
     if info.get("skipped"):
         _say(f"skipped {len(info['skipped'])} unreadable files: " + ", ".join(info["skipped"][:5]))
 
-    if not resume:  # a resumed run restores all its weights, fitted layers included, from its checkpoints
-        initialise_model(model, data, recipe, task)
-    if hasattr(task, "observe_training_data"):  # a task that needs more than batches (e.g. a class prior)
-        task.observe_training_data(data)
-    loaders = data.loaders(recipe, resolve_device(recipe.train.device))
-    # A task may draw a figure per epoch (weakseg: seed 000's HSV grid).
-    task_callbacks = task.callbacks(loaders, run_dir, info) if hasattr(task, "callbacks") else []
+
+def _fit(setup: _Setup, loaders: dict[str, Any], run_dir: Path, resume: bool, callbacks: Sequence[Callback]) -> list:
+    """Train in the recipe's phases, with the task's callbacks (its per-epoch figures) and the caller's."""
+    recipe = setup.recipe
+    task_callbacks = setup.task.callbacks(loaders, run_dir, setup.info)
     if "tensorboard" in recipe.train.loggers:  # the training history as a TensorBoard image at every epoch end
         task_callbacks.append(HistoryFigure())
-    phases = train_in_phases(
-        model,
-        task,
+    return train_in_phases(
+        setup.model,
+        setup.task,
         recipe.optim,
         recipe.train,
         recipe.transfer,
@@ -162,18 +213,15 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         valid_loader=loaders.get("valid"),
         resume=resume,
         callbacks=[*task_callbacks, *callbacks],
-        checkpoint_extra={"recipe": recipe.to_dict(), "data": info},
+        checkpoint_extra={"recipe": recipe.to_dict(), "data": setup.info},
         say=_say,
     )
-    trainer, history = phases[-1].trainer, combined_history(phases)
 
-    trainer.load_best()
-    test = trainer.evaluate(loaders["test"])
-    if not main_rank:
-        return run_dir
-    test_images = info["sizes"]["test"]
-    weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    atomic_write(run_dir / WEIGHTS_FILE, lambda f: f.write(weights))
+
+def _summary(setup: _Setup, phases: list, test: dict[str, float]) -> dict[str, Any]:
+    """``summary.json``'s fields of a trained run."""
+    recipe, trainer, history = setup.recipe, phases[-1].trainer, combined_history(phases)
+    test_images = setup.info["sizes"]["test"]
     summary = {
         "task": recipe.task.name,
         "dataset": recipe.data.name,
@@ -192,24 +240,18 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         # None without a validation split (the cifar10 recipe trains on all 50,000 images)
         "best_valid_accuracy": max((row["accuracy"] for row in history.valid if "accuracy" in row), default=None),
         "test": test,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in setup.model.parameters()),
         "device": str(trainer.device),
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
     if trainer.diverged is not None:
         summary["diverged"] = trainer.diverged
-    if hasattr(task, "after_training"):  # figures a task measures once trained (weakseg: masks against the truth)
-        summary.update(task.after_training(model, loaders, run_dir, info, recipe.train.precision))
-    if len(phases) > 1:
-        summary["phases"] = [
-            {"name": r.phase.name, "epochs": r.phase.epochs, "lr": r.trainer.optim_config.lr,
-             "backbone_frozen": r.phase.frozen, "train_seconds": round(r.history.train_seconds, 2)}
-            for r in phases
-        ]  # fmt: skip
-        plot_run(run_dir / PHASE1_DIR)
-    write_json(run_dir / "summary.json", summary)
-    plot_run(run_dir)
+    return summary
+
+
+def _say_result(summary: dict[str, Any], run_dir: Path) -> None:
+    test_images = summary["test_images"]
     accuracy = ""
     if summary["test_accuracy"] is not None:
         low, high = summary["test_accuracy_ci95"]
@@ -220,7 +262,6 @@ def _train(recipe: Recipe, run_dir: Path, *, resume: bool, callbacks: Sequence[C
         f"test {accuracy}loss {summary['test_loss']:.4f} "
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
     )
-    return run_dir
 
 
 LR_FIND_FILE = Path("lr_find.png")
@@ -239,22 +280,32 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
     if out.suffix.lower() not in LR_FIND_FORMATS:
         raise UserError(f"lr-find --out {out}: expected a figure file ending in {', '.join(LR_FIND_FORMATS)}")
     settings = settings or LRFindSettings()
-    modality = get_modality(TASKS.get(recipe.task.name).modality)
-    recipe = adapt.before_data(recipe, _note)  # the batch and optimiser train would use
-    data = modality.prepare(recipe)
-    info = data.info
-    recipe = adapt.after_data(recipe, info["sizes"]["train"], 1, _note)
-    task = build_task(recipe, info)
-    seed_everything(recipe.train.seed)  # the initial weights train would draw
-    model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+    setup = _set_up(recipe, adapt_recipe=True)  # the batch, optimiser and initial weights train would use
+    recipe, info, model, task = setup.recipe, setup.info, setup.model, setup.task
     _say(f"data: {info['dataset']} ({info['sizes']['train']} training examples, {len(info['classes'])} classes)")
-    initialise_model(model, data, recipe, task)
-    if hasattr(task, "observe_training_data"):
-        task.observe_training_data(data)
-    loader = data.loaders(recipe, resolve_device(recipe.train.device))["train"]
+    initialise_model(model, setup.data, recipe, task)
+    task.observe_training_data(setup.data)
+    loader = setup.data.loaders(recipe, resolve_device(recipe.train.device))["train"]
     groups, in_eval = _first_phase(model, recipe)
     optim = recipe.optim
-    scaled = ("lr", "linear_lr", "bias_lr") if optim.name == "muon" else ("lr",)
+    _say_lr_find_notes(recipe, settings)
+    result = find_lr(model, task, optim, recipe.train, loader, settings=settings, param_groups=groups,
+                     in_eval=in_eval, say=_say)  # fmt: skip
+    summary = _lr_find_summary(recipe, settings, result)
+    i = result.suggestion_index
+    plot_lr_find(result, out, title=f"lr-find: recipe {recipe.name} on {recipe.data.name} ({optim.name})")
+    write_json(out.with_suffix(".json"), summary)
+    if i is None:
+        raise UserError(
+            f"lr-find: the smoothed loss never fell below its first value between lr {settings.start_lr:g} and "
+            f"{result.lrs[-1]:g}, so there is no lr to suggest; see {out} (check the data and labels, or raise "
+            "--end-lr)"
+        )
+    return summary
+
+
+def _say_lr_find_notes(recipe: Recipe, settings: LRFindSettings) -> None:
+    optim = recipe.optim
     if optim.name == "muon":
         _say(f"note: muon: optim.linear_lr ({optim.linear_lr:g}) and optim.bias_lr ({optim.bias_lr:g}) are scaled "
              "with optim.lr by the same factor throughout; the lr shown is optim.lr (the filters')")  # fmt: skip
@@ -263,8 +314,12 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
              "the lr found is optim.lr, the schedule's peak")  # fmt: skip
     _say(f"lr-find: up to {settings.steps} steps of {optim.name} (batch {recipe.train.batch_size}), "
          f"lr {settings.start_lr:g} -> {settings.end_lr:g}")  # fmt: skip
-    result = find_lr(model, task, optim, recipe.train, loader, settings=settings, param_groups=groups,
-                     in_eval=in_eval, say=_say)  # fmt: skip
+
+
+def _lr_find_summary(recipe: Recipe, settings: LRFindSettings, result: Any) -> dict[str, Any]:
+    """What ``lr-find``'s JSON holds: the settings, the curve, its minimum and the suggestion (or None)."""
+    optim = recipe.optim
+    scaled = ("lr", "linear_lr", "bias_lr") if optim.name == "muon" else ("lr",)
     lowest = result.minimum
     summary: dict[str, Any] = {
         "recipe": recipe.name,
@@ -292,14 +347,6 @@ def lr_find(recipe: Recipe, *, out: str | Path = LR_FIND_FILE, settings: LRFindS
         flags = [f"--lr {found['optim.lr']:g}", *(f"--set {k}={v:g}" for k, v in found.items() if k != "optim.lr")]
         summary["suggestion"] = {"lr": result.lrs[i], "smoothed_loss": result.smoothed[i], "step": i,
                                  "settings": found, "flags": " ".join(flags)}  # fmt: skip
-    plot_lr_find(result, out, title=f"lr-find: recipe {recipe.name} on {recipe.data.name} ({optim.name})")
-    write_json(out.with_suffix(".json"), summary)
-    if i is None:
-        raise UserError(
-            f"lr-find: the smoothed loss never fell below its first value between lr {settings.start_lr:g} and "
-            f"{result.lrs[-1]:g}, so there is no lr to suggest; see {out} (check the data and labels, or raise "
-            "--end-lr)"
-        )
     return summary
 
 
@@ -327,7 +374,7 @@ def initialise_model(model: nn.Module, data: Any, recipe: Recipe, task: Task) ->
     fit_layers_to_data(model, data, recipe.model.name)
     if recipe.transfer.init:  # after the fit: weights given for those layers too are the ones kept
         loaded = load_initial_weights(
-            model, recipe.transfer.init, classes=data.info["classes"], from_models=getattr(task, "init_from", None)
+            model, recipe.transfer.init, classes=data.info["classes"], from_models=task.init_from
         )
         _say(loaded.describe())
         _say_if_normalised_otherwise(recipe, data.info, loaded.normalization)
@@ -396,15 +443,14 @@ def read_run_recipe(run_dir: Path) -> Recipe:
 
 def build_task(recipe: Recipe, info: dict) -> Task:
     constructor = TASKS.get(recipe.task.name)
-    classes, needed = info["classes"], getattr(constructor, "min_classes", 1)  # weakseg localises even one class
+    classes, needed = info["classes"], constructor.min_classes  # weakseg localises even one class
     if len(classes) < needed:
         found = ", ".join(repr(name) for name in classes) or "none"
         raise UserError(
             f"data {info['dataset']!r} has {len(classes)} class ({found}): task {recipe.task.name!r} is a classifier "
             f"and needs {needed} or more classes; add a folder (or CSV label) of images per class"
         )
-    return call_with_options(constructor, recipe.task.options, f"task {recipe.task.name!r}",
-                             num_classes=len(info["classes"]))  # fmt: skip
+    return TASKS.create(recipe.task.name, recipe.task.options, num_classes=len(info["classes"]))
 
 
 def build_model(recipe: Recipe, info: dict, modality: Modality, num_outputs: int | None = None) -> nn.Module:
@@ -416,33 +462,6 @@ def build_model(recipe: Recipe, info: dict, modality: Modality, num_outputs: int
         inputs=modality.model_inputs(recipe, info),
         **recipe.model.options,
     )
-
-
-def call_with_options(fn: Callable[..., Any], options: dict[str, Any], what: str, **fixed: Any) -> Any:
-    """Call a registered constructor, naming any option it does not take."""
-    accepted = [name for name in inspect.signature(fn).parameters if name not in fixed]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise UserError(f"{what} has no option {unknown[0]!r}; expected one of: {', '.join(accepted)}")
-    return fn(**fixed, **options)
-
-
-@dataclass
-class LoadedRun:
-    """A trained run, ready for inference; or pretrained weights by name (:func:`load_pretrained_run`), whose
-    ``run_dir`` is the current folder (where their outputs go)."""
-
-    run_dir: Path
-    recipe: Recipe
-    info: dict
-    model: nn.Module
-    task: Task
-    modality: Modality
-    device: torch.device
-
-    @property
-    def classes(self) -> list[str]:
-        return self.info["classes"]
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -459,7 +478,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     try:  # the modality reads its own fields of run.json (image size, channels, vocabulary, ...)
         task = build_task(recipe, info)
         modality = get_modality(task.modality)
-        model = build_model(recipe, info, modality, getattr(task, "num_outputs", None))
+        model = build_model(recipe, info, modality, task.num_outputs)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise damaged(info_path, f"does not describe the run's data ({type(e).__name__}: {str(e)[:120]})") from None
     load_model_state(model, read_weights(weights), weights)
@@ -515,7 +534,7 @@ def evaluate(
 
     Without ``data`` the run's own test split is used (the same images as at the end of training). ``tta``
     averages the predictions over five crops and their mirror images (see :mod:`convscope.models.tta`).
-    The model runs on :mod:`convscope.inference`'s fast path: batches of ``batch_size`` (default
+    The model runs on :mod:`convscope.serve.inference`'s fast path: batches of ``batch_size`` (default
     ``data.eval_batch_size``) in ``precision`` (default: the training precision), batch norms folded.
     """
     run = load_run(run_dir)
@@ -537,10 +556,23 @@ def evaluate(
         for batch in loader:
             run.task.validation_step(model, batch, metrics)
     values = {k: _to_cpu(v) for k, v in metrics.compute().items()}
+    result = _evaluation(run, values, data or recipe.data.name, config)
+    if tta:
+        result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
+    write_json(run.run_dir / "eval.json", result)
+    plots = run.run_dir / "plots"
+    plot_confusion_matrix(values["confusion_matrix"], run.classes, plots / "confusion_matrix.png")
+    plot_roc(result["roc"], plots / "roc.png")
+    plot_precision_recall(result["precision_recall"], plots / "precision_recall.png")
+    return result
+
+
+def _evaluation(run: LoadedRun, values: dict[str, Any], data: str, config: InferenceConfig) -> dict[str, Any]:
+    """``eval.json``'s fields from the detailed metrics' ``values``."""
     confusion = values["confusion_matrix"]
-    result = {
+    return {
         "run": str(run.run_dir),
-        "data": data or recipe.data.name,
+        "data": data,
         "images": int(confusion.sum()),
         "inference": dataclasses.asdict(config),
         "loss": values["loss"].item(),
@@ -553,14 +585,6 @@ def evaluate(
         "confusion_matrix": confusion.tolist(),
         **summarize_classification(values, run.classes),
     }
-    if tta:
-        result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
-    write_json(run.run_dir / "eval.json", result)
-    plots = run.run_dir / "plots"
-    plot_confusion_matrix(confusion, run.classes, plots / "confusion_matrix.png")
-    plot_roc(result["roc"], plots / "roc.png")
-    plot_precision_recall(result["precision_recall"], plots / "precision_recall.png")
-    return result
 
 
 def _test_time_augmented(run: LoadedRun) -> tuple[Recipe, TestTimeAugmented]:
@@ -652,8 +676,6 @@ def segment(run_dir: str | Path, images: Sequence[str | Path], *, out: str | Pat
     ``NAME-overlay.png`` (seed 000's HSV) and the classes found with their share of pixels (also in
     ``segments.json``), written to ``out`` (default ``RUN_DIR/segments``). The thresholds are the ones chosen on
     the run's validation scenes."""
-    from convscope.segmentation import segment_images
-
     run = load_run(run_dir)
     return segment_images(run, [str(i) for i in images], Path(out) if out is not None else run.run_dir / "segments")
 
@@ -674,3 +696,40 @@ def _note(message: str) -> None:
 def _say(message: str) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(message, flush=True)
+
+
+def export_run(
+    run_dir: str | Path, fmt: str, out: str | Path | None = None, *, examples: int = export.PARITY_EXAMPLES
+) -> export.Export:
+    """Write the run's model as ``fmt`` (``onnx`` or ``torchscript``) to ``out`` (default ``RUN_DIR/model.onnx``
+    or ``RUN_DIR/model.torchscript.pt``) and compare its logits with the eager model's on test examples."""
+    if fmt not in export.FORMATS:
+        raise UserError(f"export format {fmt!r} is not one of: {', '.join(export.FORMATS)}")
+    run = load_run(run_dir, device="cpu")
+    path = Path(out) if out is not None else run.run_dir / export.FORMATS[fmt]
+    if path.is_dir():
+        raise UserError(f"--out '{path}' is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = run.model.float().eval()  # fp32, contiguous: the graph every runtime can take
+    x = export.parity_inputs(run, examples)
+    meta = export.metadata(run)
+    # Two examples: a batch of one lets the exporters specialise the batch dimension.
+    example = x[:2] if len(x) >= 2 else torch.cat([x, x])
+    if fmt == "onnx":
+        export.export_onnx(model, example, path, meta)
+        exported = export.onnx_forward(path)
+    else:
+        export.export_torchscript(model, example, path, meta)
+        exported = export.load_torchscript(path)
+    config = InferenceConfig(fold_batchnorm=False, batch_size=128)
+    device = torch.device("cpu")
+    eager = batched(model, x, config, device)
+    other = batched(exported, x, config, device)
+    return export.Export(
+        path=path,
+        format=fmt,
+        dataset=run.info["dataset"],
+        examples=len(x),
+        max_abs_difference=(eager - other).abs().max().item() if len(x) else 0.0,
+        agreement=(eager.argmax(1) == other.argmax(1)).float().mean().item() if len(x) else 1.0,
+    )

@@ -484,8 +484,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.name is None:
         for name, bench in BENCHMARKS.items():
             print(f"{name:<14} recipe {bench.recipe}: {bench.goal}")
-        for name, goal in STUDIES.items():
-            print(f"{name:<14} several runs: {goal}")
+        for name, study in STUDIES.items():
+            print(f"{name:<14} several runs: {study.goal}")
         return
     overrides = dict(item.partition("=")[::2] for item in args.set)
     run_benchmark(
@@ -498,7 +498,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from convscope.export import export_run
+    from convscope.api import export_run
 
     if args.examples < 1:
         raise UserError(f"--examples {args.examples}: expected a positive number of test examples")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from convscope.errors import UserError
 
@@ -39,6 +40,20 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._entries))
             raise UserError(f"unknown {self.kind} {name!r}; expected one of: {known}") from None
+
+    def create(self, name: str, options: Mapping[str, Any] | None = None, /, **given: Any) -> T:
+        """Construct ``name`` from a recipe's ``options`` and the ``given`` arguments (those the data decides).
+
+        The one option check: an option the constructor does not take, or one of the ``given`` ones, is a
+        UserError naming the options it accepts.
+        """
+        constructor = self.get(name)
+        accepted = sorted(k for k in inspect.signature(constructor).parameters if k not in given)
+        unknown = sorted(set(options or {}) - set(accepted))
+        if unknown:
+            known = ", ".join(accepted) or "none"
+            raise UserError(f"{self.kind} {name!r} has no option {unknown[0]!r}; accepted: {known}")
+        return constructor(**given, **(options or {}))
 
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from convscope.config import AugmentConfig
 from convscope.data.augment import (
-    AugmentConfig,
     CenterCrop,
     HorizontalFlip,
     Normalize,

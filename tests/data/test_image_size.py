@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from convscope.config import load_recipe
-from convscope.data.datamodule import ImageModality, fraction_by_size, prepare_image_data, requested_size
+from convscope.config import load_recipe, requested_size
 from convscope.data.images import MAX_DEFAULT_SIDE, default_size, fit_size, load_images
+from convscope.data.modalities.image import ImageModality, fraction_by_size, prepare_image_data
 from convscope.errors import UserError
 
 from .helpers import make_image, make_imagefolder

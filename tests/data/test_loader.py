@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from convscope.data.augment import AugmentConfig, build_augment
+from convscope.config import AugmentConfig
+from convscope.data.augment import build_augment
 from convscope.data.base import ImageSet
 from convscope.data.loader import TensorLoader
 from convscope.errors import UserError

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from convscope.data.sources import (
+from convscope.data.sources.images import (
     FASHION_MNIST_CLASSES,
     read_cifar_python,
     read_csv_folder,

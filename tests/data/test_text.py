@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from convscope.config import DataConfig, Recipe
-from convscope.data.modality import get_modality
-from convscope.data.text import TextLoader, Vocabulary, prepare_text_data
-from convscope.data.text_sources import LabelledText, merge_labels, normalise, open_texts
+from convscope.data.modalities import get_modality
+from convscope.data.modalities.text import TextLoader, Vocabulary, prepare_text_data
+from convscope.data.sources.text import LabelledText, merge_labels, normalise, open_texts
 from convscope.errors import UserError
 
 NAMES = {

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from convscope.data.augment import AugmentConfig, PCAColor, build_augment, ten_crops
-from convscope.data.datamodule import prepare_image_data
+from convscope.config import AugmentConfig
+from convscope.data.augment import PCAColor, build_augment, ten_crops
+from convscope.data.modalities.image import prepare_image_data
 from convscope.data.split import color_pca
 from convscope.errors import UserError
 

@@ -16,6 +16,18 @@ def _feed(stopper: EarlyStopping, values: list[float]) -> int:
     return len(values)
 
 
+def test_first_drop_rule_stops_at_first_drop():
+    assert _feed(EarlyStopping("accuracy", "max", "first-drop"), [0.5, 0.6, 0.6, 0.55, 0.7]) == 4
+    assert _feed(EarlyStopping("loss", "min", "first-drop"), [0.5, 0.6, 0.7, 0.65]) == 4
+
+
+def test_seed001_is_still_read_as_first_drop():
+    from convscope.config import TrainConfig
+
+    assert EarlyStopping("accuracy", "max", "seed001").rule == "first-drop"
+    assert TrainConfig(early_stopping="seed001").early_stopping == "first-drop"
+
+
 def test_seed001_rule_stops_at_first_drop():
     assert _feed(EarlyStopping("accuracy", "max", "seed001"), [0.5, 0.6, 0.6, 0.55, 0.7]) == 4
     assert _feed(EarlyStopping("loss", "min", "seed001"), [0.5, 0.6, 0.7, 0.65]) == 4

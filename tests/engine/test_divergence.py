@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from convscope.config import TransferConfig
 from convscope.engine import Callback, OptimConfig, load_checkpoint
 from convscope.engine.divergence import Diverged, DivergenceGuard
-from convscope.engine.finetune import TransferConfig, train_in_phases
+from convscope.engine.finetune import train_in_phases
 from tests.engine.helpers import ToyTask, loaders, make_trainer, tiny_model
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from convscope.config import TransferConfig
 from convscope.engine import Callback, OptimConfig, TrainConfig, load_checkpoint
-from convscope.engine.finetune import TransferConfig, discriminative_groups, plan_phases, train_in_phases
+from convscope.engine.finetune import discriminative_groups, plan_phases, train_in_phases
 from convscope.errors import UserError
 from convscope.models.layers import ConvNet
 

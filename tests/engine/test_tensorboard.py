@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from convscope.config import load_recipe
+from convscope.config import TransferConfig, load_recipe
 from convscope.engine import OptimConfig, TrainConfig
-from convscope.engine.finetune import TransferConfig, train_in_phases
+from convscope.engine.finetune import train_in_phases
 from convscope.engine.tensorboard import TensorBoardLogger
 from convscope.errors import UserError
 from convscope.report.plots import HistoryFigure

@@ -15,7 +15,7 @@ from convscope.errors import UserError
         (lambda: OptimConfig(scheduler="poly"), "optim.scheduler", "none, onecycle, cosine, step, linear"),
         (lambda: TrainConfig(precision="fp16"), "train.precision", "fp32, bf16"),
         (lambda: TrainConfig(device="tpu"), "train.device", "auto, cpu, cuda, mps"),
-        (lambda: TrainConfig(early_stopping="always"), "train.early_stopping", "none, seed001, patience"),
+        (lambda: TrainConfig(early_stopping="always"), "train.early_stopping", "none, first-drop, patience"),
         (lambda: TrainConfig(monitor_mode="up"), "train.monitor_mode", "max, min"),
     ],
 )

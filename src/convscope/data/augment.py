@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from convscope.checks import check_count, check_numbers
+from convscope.config import CROP_PADDING_MODES, AugmentConfig
 from convscope.errors import UserError
 
 
@@ -55,7 +54,7 @@ class RandomOp(ABC):
 class RandomCrop(RandomOp):
     """Pad by ``padding`` on every side, then crop back to the original size at a random offset."""
 
-    _MODES: ClassVar[dict[str, str]] = {"reflect": "reflect", "zeros": "constant"}
+    _MODES = CROP_PADDING_MODES
     moves_pixels = True
 
     def __init__(self, padding: int, mode: Literal["reflect", "zeros"] = "reflect") -> None:
@@ -242,32 +241,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(type(op).__name__ for op in self.ops)})"
-
-
-@dataclass
-class AugmentConfig:
-    """Training augmentation; zero or False leaves a step out."""
-
-    crop_padding: int = 0  # random crop of the image size after padding each side by N pixels
-    crop_padding_mode: str = "reflect"  # reflect | zeros (torchvision's RandomCrop, as seed 000 uses it)
-    hflip: bool = False  # mirror left-right with probability 0.5
-    vflip: bool = False  # flip upside down with probability 0.5
-    rotation: float = 0.0  # rotate by an angle uniform in [-N, N] degrees (zeros outside)
-    center_crop: int = 0  # crop the centre N x N (training and evaluation alike)
-    pca_color: float = 0.0  # AlexNet's PCA colour noise: std of the per-component weights (AlexNet: 0.1)
-
-    def __post_init__(self) -> None:
-        check_numbers("augment", self)
-        # Beyond 4096 pixels (data.image_size's bound) a pad or crop is a typo, and would allocate without end.
-        check_count("augment.crop_padding", self.crop_padding, 0, 4096)
-        if self.crop_padding_mode not in RandomCrop._MODES:
-            raise UserError(f"augment.crop_padding_mode = {self.crop_padding_mode!r}: expected one of "
-                            f"{', '.join(RandomCrop._MODES)}")  # fmt: skip
-        if not 0.0 <= self.rotation <= 180.0:
-            raise UserError(f"augment.rotation = {self.rotation}: expected degrees in [0, 180]")
-        check_count("augment.center_crop", self.center_crop, 0, 4096)
-        if not self.pca_color >= 0:
-            raise UserError(f"augment.pca_color = {self.pca_color}: expected a standard deviation >= 0 (0: off)")
 
 
 def build_augment(

@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 
+from convscope.config import check_resize
 from convscope.data.archive import is_archive, safe_extract
 from convscope.data.base import ImageSet, Splits
 from convscope.data.cache import cache_root, content_key, is_cached, load_splits, save_splits
-from convscope.data.images import MAX_DEFAULT_SIDE, check_resize, fit_size
-from convscope.data.sources import (
+from convscope.data.images import MAX_DEFAULT_SIDE, fit_size
+from convscope.data.sources.images import (
     decode_plan,
     find_cifar_files,
     find_idx_files,
@@ -95,7 +96,7 @@ def open_dataset(
 ) -> Dataset:
     """Open the data set ``spec`` names, decoding it only if its content is not cached.
 
-    ``size`` (height, width) brings every image to that size by ``resize`` (see ``data.images.RESIZE_MODES``);
+    ``size`` (height, width) brings every image to that size by ``resize`` (see ``convscope.config.RESIZE_MODES``);
     ``None`` keeps the source's own size (a folder: :func:`convscope.data.images.default_size`). Files are decoded
     straight to ``size`` (cached per size); tensor sources (IDX, CIFAR) are resized in memory.
     """

@@ -50,7 +50,6 @@ _TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of Torc
 # How an image of another shape is brought to the data set's size (data.resize): "crop" scales it to cover the size
 # and crops the centre, "squash" scales each side to it (the aspect ratio changes), "pad" scales it to fit inside and
 # pads the rest with black.
-RESIZE_MODES = ("crop", "squash", "pad")
 # The default size of a folder of files is their most common size, scaled down (aspect kept) so that its longer side
 # is at most this: a folder of camera photographs would otherwise fill the memory and take hours per epoch.
 MAX_DEFAULT_SIDE = 256
@@ -116,13 +115,8 @@ def conversion_note(path: Path, channels: int, size: tuple[int, int], resize: st
     return f"'{path}': " + ", ".join(changes) if changes else None
 
 
-def check_resize(mode: str) -> None:
-    if mode not in RESIZE_MODES:
-        raise UserError(f"data.resize = {mode!r}: expected one of {', '.join(RESIZE_MODES)}")
-
-
 def fit_size(image: torch.Tensor, size: tuple[int, int], resize: str = "crop") -> torch.Tensor:
-    """Bring ``image`` (C x H x W or N x C x H x W) to ``size`` by ``resize`` (see :data:`RESIZE_MODES`)."""
+    """Bring ``image`` (C x H x W or N x C x H x W) to ``size`` by ``resize`` (``convscope.config.RESIZE_MODES``)."""
     height, width = image.shape[-2:]
     size = tuple(size)
     if (height, width) == size:

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convscope.engine.config import MONITOR_MODES
+from convscope.config import EARLY_STOPPING_ALIASES, MONITOR_MODES
 from convscope.errors import UserError
 
 if TYPE_CHECKING:
@@ -94,13 +94,15 @@ class ScheduleTracker(Callback):
 class EarlyStopping(Callback):
     """Stop when the monitored validation value stops improving.
 
-    ``rule = "seed001"``: stop as soon as it is worse than the previous epoch's (seed 001's loop).
+    ``rule = "first-drop"`` (old name ``"seed001"``): stop as soon as it is worse than the previous epoch's (seed
+    001's loop).
     ``rule = "patience"``: stop after ``patience`` epochs without beating the best value so far.
     """
 
-    RULES = ("seed001", "patience")
+    RULES = ("first-drop", "patience")
 
     def __init__(self, monitor: str, mode: str = "max", rule: str = "patience", patience: int = 3) -> None:
+        rule = EARLY_STOPPING_ALIASES.get(rule, rule)
         if rule not in self.RULES:
             raise UserError(f"train.early_stopping = {rule!r} is not one of: none, {', '.join(self.RULES)}")
         if mode not in MONITOR_MODES:
@@ -118,7 +120,7 @@ class EarlyStopping(Callback):
             self.best, self.bad_epochs = value, 0
         else:
             self.bad_epochs += 1
-        if self.rule == "seed001" and worse_than_previous:
+        if self.rule == "first-drop" and worse_than_previous:
             raise StopTraining(f"{self.monitor} got worse than the previous epoch's")
         if self.rule == "patience" and self.bad_epochs >= self.patience:
             raise StopTraining(f"{self.monitor} did not improve for {self.bad_epochs} epochs")

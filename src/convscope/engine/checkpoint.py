@@ -1,6 +1,6 @@
 """Checkpoint files: atomic writes, safe loads, and a clear error for another model's weights.
 
-Writes go through :func:`convscope.run_files.atomic_write` (a temporary file in the same folder, fsynced and
+Writes go through :func:`convscope.run.atomic_write` (a temporary file in the same folder, fsynced and
 renamed over the target), so a crash or a full disk mid-write leaves the previous file intact. Loads always use
 ``weights_only=True`` (no arbitrary code from a downloaded file) onto the CPU; so the state may hold only plain
 containers, numbers, strings and tensors, which :func:`save_checkpoint` checks before writing.
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from convscope.errors import UserError
-from convscope.run_files import atomic_write, damaged
+from convscope.run import atomic_write, damaged
 
 FORMAT = "convscope-checkpoint/1"
 _PLAIN_LEAVES = (type(None), bool, int, float, str, torch.Tensor, torch.dtype, torch.Size)

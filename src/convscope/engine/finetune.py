@@ -18,51 +18,14 @@ from typing import Any
 
 from torch import nn
 
-from convscope.checks import check_numbers
+from convscope.config import OptimConfig, TrainConfig, TransferConfig
 from convscope.engine.callbacks import Callback
-from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.engine.history import History
+from convscope.engine.task import Batch, Task
 from convscope.engine.trainer import Loader, Trainer
 from convscope.errors import UserError
-from convscope.tasks.base import Batch, Task
 
 PHASE1_DIR = "phase1"
-
-
-@dataclass
-class TransferConfig:
-    """The recipe's ``[transfer]`` section."""
-
-    init: str = ""  # start from: a run directory, a .pth or .safetensors file, or torchvision:NAME, timm:NAME
-    freeze_epochs: int = 0  # phase 1: epochs (out of train.epochs) training the head on a frozen backbone
-    unfreeze_at: float = 0.0  # or phase 1 as a fraction of train.epochs (seed 002 froze half: 0.5)
-    finetune_lr_factor: float = 0.1  # phase 2's optim.lr, and so its schedule's peak, is optim.lr times this
-    layer_lr_decay: float = 1.0  # phase 2: each earlier backbone stage gets this factor of the next one's lr
-    # Phase 2 too keeps the backbone's batch-norm running statistics (mmdetection's norm_eval): with few images
-    # per batch they are a noisier estimate than the ones the weights came with.
-    freeze_bn_stats: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_numbers("transfer", self)
-        if self.freeze_epochs < 0:
-            raise UserError(f"transfer.freeze_epochs = {self.freeze_epochs}: expected an integer >= 0")
-        if not 0.0 <= self.unfreeze_at < 1.0:
-            raise UserError(f"transfer.unfreeze_at = {self.unfreeze_at}: expected a fraction in [0, 1)")
-        if self.freeze_epochs and self.unfreeze_at:
-            raise UserError("transfer.freeze_epochs and transfer.unfreeze_at both set: give one of them")
-        if not self.finetune_lr_factor > 0:
-            raise UserError(f"transfer.finetune_lr_factor = {self.finetune_lr_factor}: expected a number > 0")
-        if not 0.0 < self.layer_lr_decay <= 1.0:
-            raise UserError(f"transfer.layer_lr_decay = {self.layer_lr_decay}: expected a number in (0, 1]")
-
-    def frozen_epochs(self, epochs: int) -> int:
-        frozen = self.freeze_epochs or round(self.unfreeze_at * epochs)
-        if frozen > epochs:
-            raise UserError(f"transfer.freeze_epochs = {frozen} is more than train.epochs = {epochs}")
-        return frozen
 
 
 @dataclass(frozen=True)

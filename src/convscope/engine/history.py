@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convscope.run_files import atomic_write
+from convscope.run import atomic_write
 
 Row = dict[str, float]
 

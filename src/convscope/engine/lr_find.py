@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from convscope.engine.config import OptimConfig, TrainConfig
+from convscope.config import OptimConfig, TrainConfig
 from convscope.engine.optim import build_optimizer, resolve_device
+from convscope.engine.task import Batch, Task
 from convscope.errors import UserError
-from convscope.tasks.base import Batch, Task
 
 RULE = "steepest descent of the smoothed loss"
 SKIP_BEGIN = 10  # steps whose smoothed loss rests on too few batches to take its slope (Lightning's skip_begin)

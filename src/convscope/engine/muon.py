@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 from torch.optim._muon import _zeropower_via_newtonschulz
 from torch.optim.sgd import sgd
 
-from convscope.engine.config import OptimConfig
+from convscope.config import OptimConfig
 
 # airbench94_muon's iteration: torch's default coefficients, 3 steps rather than 5 (its small filters need no
 # more; each step is three matrix products per filter bank).

@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from convscope.engine.config import DEVICES, OptimConfig
+from convscope.config import DEVICES, OptimConfig
 from convscope.engine.muon import MuonSGD, muon_groups
 from convscope.errors import UserError
 

@@ -21,19 +21,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from convscope.config import OptimConfig, TrainConfig
 from convscope.distributed import barrier, rank_and_world_size
 from convscope.engine.callbacks import Callback, EarlyStopping, StopTraining, is_better, monitored
 from convscope.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from convscope.engine.config import OptimConfig, TrainConfig
 from convscope.engine.divergence import Diverged, DivergenceGuard
 from convscope.engine.history import History, Row
 from convscope.engine.optim import build_optimizer, build_scheduler, current_lr_momentum, resolve_device
 from convscope.engine.progress import Progress
 from convscope.engine.seeding import capture_rng, deterministic_algorithms, restore_rng, seed_everything
+from convscope.engine.task import Batch, Task
 from convscope.engine.tensorboard import TensorBoardLogger
 from convscope.errors import UserError
-from convscope.run_files import remove_stale_temporaries
-from convscope.tasks.base import Batch, Task
+from convscope.models.layers import eval_mode
+from convscope.run import remove_stale_temporaries
 
 
 class Loader(Protocol):
@@ -171,15 +172,10 @@ class Trainer:
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
         """The task's metrics over ``loader``: eval mode, inference mode, the training precision."""
         metrics = self.task.make_metrics().to(self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode(), self._autocast():
-                for batch in loader:
-                    self.task.validation_step(self.model, self._to_device(batch), metrics)
+        with eval_mode(self.model), torch.inference_mode(), self._autocast():
+            for batch in loader:
+                self.task.validation_step(self.model, self._to_device(batch), metrics)
             computed = metrics.compute()
-        finally:
-            self.model.train(was_training)
         out = {}
         for name in _loss_first(computed):
             value = computed[name]

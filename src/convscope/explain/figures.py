@@ -19,7 +19,7 @@ from matplotlib.colors import LinearSegmentedColormap
 
 from convscope.errors import UserError
 from convscope.explain.methods import Stage
-from convscope.run_files import writing
+from convscope.run import writing
 
 # Seed 004 shows the standardised map clipped to [0.5, 10]: everything below the map's mean is dropped.
 _MAP_MIN, _MAP_MAX = 0.5, 10.0

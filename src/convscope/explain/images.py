@@ -13,7 +13,7 @@ from convscope.errors import UserError
 from convscope.explain import figures, methods
 
 if TYPE_CHECKING:
-    from convscope.api import LoadedRun
+    from convscope.run import LoadedRun
 
 
 def explain_images(

@@ -25,13 +25,13 @@ import torch
 from captum.attr import LayerIntegratedGradients
 from torch import nn
 
-from convscope.data.text import Vocabulary
+from convscope.data.modalities.text import Vocabulary
 from convscope.errors import UserError
 from convscope.models.charcnn import CharWindows
-from convscope.run_files import writing
+from convscope.run import writing
 
 if TYPE_CHECKING:
-    from convscope.api import LoadedRun
+    from convscope.run import LoadedRun
 
 NGRAMS_SHOWN = 5  # per text, in the printed line and the figure
 IG_STEPS = 64

@@ -39,7 +39,7 @@ from convscope.explain.figures import denormalize
 from convscope.explain.methods import AttributionMethod, FeatureMaps, black_baseline, create_method, method_names
 
 if TYPE_CHECKING:
-    from convscope.api import LoadedRun
+    from convscope.run import LoadedRun
 
 SANITY_THRESHOLD = 0.5  # Spearman above this between trained and randomised maps: the method fails the check
 MASK_THRESHOLD = 0.1  # a pixel belongs to the object when its intensity (0..1, brightest channel) is above this

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -65,3 +66,14 @@ def check_widths(widths: Sequence[int], count: int, model: str) -> tuple[int, ..
     if len(widths) != count or not all(isinstance(w, int) and w > 0 for w in widths):
         raise UserError(f"model {model!r} option widths = {list(widths)}: expected {count} positive integers")
     return widths
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, and back to the mode it was in afterwards (also on an error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

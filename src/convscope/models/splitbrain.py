@@ -149,9 +149,9 @@ def classifier_head(
 ) -> nn.Sequential:
     """Seed 001's classifiers on the flattened features: ``shallow`` (one linear layer), ``mlp`` (one hidden layer).
 
-    A batch norm over the ``channels`` comes first: pre-trained halves output class scores tens of units
-    large, which made the dense layers diverge in fine-tuning (12.8% test accuracy, below scratch's 29.9%, at 1%
-    of CIFAR-10's labels); normalised, both starts see features of one scale.
+    A batch norm over the ``channels`` comes first, so that a pre-trained start and a random one both give the
+    dense layers features of one scale (pre-trained halves output class scores tens of units large; why it
+    matters: benchmarks/README.md, "Measurements behind the code").
     """
     norm = [nn.BatchNorm2d(channels), nn.Flatten()]
     features = channels * cells

@@ -21,7 +21,7 @@ from torch import nn
 
 from convscope.errors import UserError
 from convscope.models.pretrained import is_pretrained_name, load_pretrained
-from convscope.run_files import read_json, read_weights
+from convscope.run import read_json, read_weights
 
 RUN_WEIGHTS = "model.safetensors"
 _PREFIXES = ("features.", "head.")

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -15,8 +15,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from convscope.data.lab import unscale_lab
 from convscope.engine.callbacks import Callback
-from convscope.run_files import damaged, read_text, writing
+from convscope.engine.task import FIGURES
+from convscope.models.layers import eval_mode
+from convscope.run import damaged, read_text, writing
 
 if TYPE_CHECKING:
     from convscope.engine.trainer import Trainer
@@ -220,3 +223,34 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
             fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)
+
+
+FIGURE_IMAGES = 8
+
+
+class ColourFigure(Callback):
+    """After each epoch, ``plots/colours-epoch-N.png``: a few images (the first of the validation or test
+    loader, the same every epoch), their L, and L with the ab the network predicts from it."""
+
+    def __init__(self, folder: Path, loader: Any) -> None:
+        self.folder = folder
+        self.images = next(iter(loader))[0][:FIGURE_IMAGES]
+        self.drawn: dict[str, Path] = {}
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, float]) -> None:
+        if not trainer.is_main:
+            return
+        model = trainer.model
+        with eval_mode(model), torch.no_grad():
+            ab_logits, _ = model(self.images.to(trainer.device))
+        path = self.folder / f"colours-epoch-{row['epoch']}.png"
+        plot_colourisation(unscale_lab(self.images), ab_logits.float().cpu(), path)
+        self.drawn = {"colours": path}
+
+    def figures(self) -> dict[str, Path]:
+        return self.drawn
+
+
+@FIGURES.register("colours")
+def _colour_figure(loaders: dict[str, Any], run_dir: Path, info: dict[str, Any]) -> ColourFigure:
+    return ColourFigure(run_dir / "plots", loaders.get("valid") or loaders["test"])

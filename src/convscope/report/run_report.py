@@ -15,10 +15,10 @@ import torch
 from convscope.errors import UserError
 from convscope.explain import figures, methods, trust
 from convscope.report import page
-from convscope.run_files import atomic_write, read_bytes, read_json, read_text
+from convscope.run import atomic_write, read_bytes, read_json, read_text
 
 if TYPE_CHECKING:
-    from convscope.api import LoadedRun
+    from convscope.run import LoadedRun
 
 REPORT_FILE = "report.html"
 EXPLAINED_IMAGES = 4

@@ -15,8 +15,10 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from convscope.engine.callbacks import Callback
+from convscope.engine.task import FIGURES
+from convscope.models.layers import eval_mode
 from convscope.report.plots import plt, save_figure
-from convscope.run_files import writing
+from convscope.run import writing
 
 GRID_IMAGES = 32  # two rows of 16
 GRID_ROW = 16
@@ -93,13 +95,8 @@ class HsvGridCallback(Callback):
             return
         x = self.loader.spread(GRID_IMAGES)[0]
         model = trainer.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode(), trainer._autocast():
-                maps = model(x)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.inference_mode(), trainer._autocast():
+            maps = model(x)
         accuracy = row.get("accuracy")
         shown = f", valid accuracy {accuracy:.3f}" if accuracy is not None else ""
         epoch = int(row["epoch"])
@@ -110,6 +107,11 @@ class HsvGridCallback(Callback):
 
     def figures(self) -> dict[str, Path]:
         return self.drawn
+
+
+@FIGURES.register("hsv-grid")
+def _hsv_grid(loaders: dict[str, Any], run_dir: Path, info: dict[str, Any]) -> HsvGridCallback:
+    return HsvGridCallback(loaders.get("valid") or loaders["test"], info, run_dir / "plots")
 
 
 def plot_threshold_sweep(rule: str, sweep: list[dict[str, float]], chosen: dict[str, float], path: Path) -> None:

@@ -19,14 +19,13 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
+from convscope.engine.task import Task
 from convscope.errors import UserError
-from convscope.tasks import TASKS
 
 TTA_MODES = ("none", "flip")
 
 
-@TASKS.register("classify")
-class ClassifyTask:
+class ClassifyTask(Task):
     """A batch is ``(images, labels)``; the model returns class logits.
 
     ``tta = "flip"`` (airbench's test-time augmentation) makes every prediction, validation, test, ``evaluate``

@@ -7,26 +7,23 @@ masks' size for the loss.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from convscope.engine.task import Task
 from convscope.errors import UserError
-from convscope.tasks import TASKS
 from convscope.tasks.weakseg import class_maps
 
 
-@TASKS.register("segment")
-class SegmentTask:
+class SegmentTask(Task):
     """A batch is ``(images, labels, masks)`` with masks 0 (background) or c + 1 (class c)."""
 
     name = "segment"
     modality = "scene"
     rule = "argmax"
+    measure = "masks"  # convscope.segment.segmentation.measure_run
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -61,9 +58,3 @@ class SegmentTask:
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Image level: each class's highest pixel probability."""
         return class_maps(model, x).float().softmax(dim=1)[:, 1:].amax(dim=(2, 3))
-
-    def after_training(self, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
-                       precision: str) -> dict[str, Any]:  # fmt: skip
-        from convscope.segmentation import measure_run
-
-        return measure_run(self, model, loaders, run_dir, info, precision)

@@ -13,7 +13,6 @@ its ``transfer.init`` must be a split-brain run.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,14 +21,12 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from convscope.data.lab import rgb_to_lab, scale_lab, splitbrain_targets, unscale_lab
-from convscope.engine.callbacks import Callback
+from convscope.engine.task import Task
 from convscope.errors import UserError
-from convscope.tasks import TASKS
 from convscope.tasks.classify import ClassifyTask
 
 PRETRAIN_MODELS = ("splitbrain",)  # what a split-brain run trains: splitbrain-finetune's init must be one
 PRIOR_IMAGES = 5000  # training images whose colours estimate the class prior for rebalancing
-FIGURE_IMAGES = 8
 _LOGGED = ("ab_loss", "l_loss", "ab_accuracy", "l_accuracy", "accuracy")
 
 
@@ -49,12 +46,12 @@ def rebalancing_weights(ab_targets: torch.Tensor, classes: int, mix: float) -> t
     return (weights / (prior * weights).sum()).float()
 
 
-@TASKS.register("splitbrain")
-class SplitBrainTask:
+class SplitBrainTask(Task):
     """A batch is ``(scaled Lab images, labels)``; the labels are ignored. The model returns (ab, L) logits."""
 
     name = "splitbrain"
     modality = "lab"
+    figures = ("colours",)  # convscope.report.plots.ColourFigure
 
     def __init__(self, num_classes: int, rebalance: float = 0.0) -> None:
         if not 0 <= rebalance <= 1:
@@ -119,41 +116,7 @@ class SplitBrainTask:
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise UserError("a split-brain run predicts colours, not classes: fine-tune it (task splitbrain-finetune)")
 
-    def callbacks(self, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any]) -> list[Callback]:
-        return [ColourFigure(run_dir / "plots", loaders.get("valid") or loaders["test"])]
 
-
-class ColourFigure(Callback):
-    """After each epoch, ``plots/colours-epoch-N.png``: a few images (the first of the validation or test
-    loader, the same every epoch), their L, and L with the ab the network predicts from it."""
-
-    def __init__(self, folder: Path, loader: Any) -> None:
-        self.folder = folder
-        self.images = next(iter(loader))[0][:FIGURE_IMAGES]
-        self.drawn: dict[str, Path] = {}
-
-    def on_epoch_end(self, trainer: Any, row: dict[str, float]) -> None:
-        if not trainer.is_main:
-            return
-        model = trainer.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                ab_logits, _ = model(self.images.to(trainer.device))
-        finally:
-            model.train(was_training)
-        from convscope.report.plots import plot_colourisation  # report sits above tasks: imported when drawing
-
-        path = self.folder / f"colours-epoch-{row['epoch']}.png"
-        plot_colourisation(unscale_lab(self.images), ab_logits.float().cpu(), path)
-        self.drawn = {"colours": path}
-
-    def figures(self) -> dict[str, Path]:
-        return self.drawn
-
-
-@TASKS.register("splitbrain-finetune")
 class SplitBrainClassifyTask(ClassifyTask):
     """Classification on Lab images (the ``splitbrain-classifier`` model); ``transfer.init``: a split-brain run."""
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from convscope.tasks import TASKS
 from convscope.tasks.classify import ClassifyTask
 
 
-@TASKS.register("text")
 class TextTask(ClassifyTask):
     """A batch is ``(tokens N x L int64, labels)``; the model returns class logits."""
 

@@ -9,22 +9,19 @@ the attention exceeds a threshold (chosen on the validation scenes after trainin
 
 ``aggregation = "mean"`` with ``loss = "softmax"`` is instead a global-average-pooling softmax classifier (Zhou
 et al. 2016): the same body, its maps are the class activation maps (CAM), and its masks come from CAM and
-Grad-CAM (:mod:`convscope.segmentation`), the baselines of ``convscope bench weakseg``.
+Grad-CAM (:mod:`convscope.segment.segmentation`), the baselines of ``convscope bench weakseg``.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from convscope.engine.task import Task
 from convscope.errors import UserError
 from convscope.models.fcn import smooth_max
-from convscope.tasks import TASKS
 
 AGGREGATIONS = ("smoothmax", "mean")
 LOSSES = ("bce", "softmax")
@@ -63,12 +60,13 @@ def label_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return labels.float()
 
 
-@TASKS.register("weakseg")
-class WeakSegTask:
+class WeakSegTask(Task):
     """A batch is ``(images, labels)`` or ``(images, labels, masks)``; training never reads the masks."""
 
     name = "weakseg"
     modality = "scene"
+    figures = ("hsv-grid",)  # convscope.report.segmentation
+    measure = "masks"  # convscope.segment.segmentation.measure_run
 
     def __init__(self, num_classes: int, r: float = 0.5, aggregation: str = "smoothmax", loss: str = "bce") -> None:
         if aggregation not in AGGREGATIONS or loss not in LOSSES:
@@ -131,14 +129,3 @@ class WeakSegTask:
         """Image-level probabilities: of each class being present (BCE), or the softmax classifier's."""
         logits = self.image_logits(class_maps(model, x))
         return logits.sigmoid() if self.loss == "bce" else logits.softmax(dim=1)
-
-    def callbacks(self, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any]) -> list:
-        from convscope.report.segmentation import HsvGridCallback
-
-        return [HsvGridCallback(loaders.get("valid") or loaders["test"], info, run_dir / "plots")]
-
-    def after_training(self, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
-                       precision: str) -> dict[str, Any]:  # fmt: skip
-        from convscope.segmentation import measure_run
-
-        return measure_run(self, model, loaders, run_dir, info, precision)

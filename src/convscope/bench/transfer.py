@@ -4,20 +4,19 @@ help five other classes learnt from 100 labelled images each?
 Runs of two shipped recipes: ``cifar5-pretrain`` (airplane, automobile, bird, cat, deer; all 25,000 training
 images), then ``cifar5-fewshot`` (dog, frog, horse, ship, truck; 100 images per class) once from scratch
 (one phase at the full lr) and once from the pre-trained weights (seed 004's two phases). Both are measured
-on the five classes' full test set (5,000 images). Which 100 images a class gets moves either accuracy by a
-point or two (measured: a gain of 8.7 points with one draw, 10.0 with another), so the few-shot pair runs
-for three draws (``train.seed`` 0, 1, 2: the labelled images, the initialisation, the order) and the study
-reports their mean beside each draw; ``--set train.seed=N`` runs one draw.
+on the five classes' full test set (5,000 images). Which 100 images a class gets moves either accuracy by a point
+or two (benchmarks/README.md), so the few-shot pair runs for three draws (``train.seed`` 0, 1, 2: the labelled
+images, the initialisation, the order) and the study reports their mean beside each draw; ``--set train.seed=N``
+runs one draw.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from statistics import fmean
 
-from convscope.bench_runs import timed_run
+from convscope.bench.runs import timed_run, write_result
 from convscope.config import load_recipe
 
 PRETRAIN_RECIPE = "cifar5-pretrain"
@@ -104,15 +103,8 @@ def run_transfer_study(
             "channels_last": recipe.train.channels_last,
         },
         "recipes": [PRETRAIN_RECIPE, FEWSHOT_RECIPE],
-        "overrides": overrides,
-        "run_dir": str(root),
-        "command": "convscope bench transfer",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / "transfer.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "transfer", overrides, machine, out, results_dir, run_dir=root)
     print(f"{'run':<32}{'test accuracy':>14}{'train s':>10}{'wall s':>10}")
     print(f"{'pre-train (5 other classes)':<32}{pretrain['test_accuracy']:>14.4f}"
           f"{pretrain['train_seconds']:>10.1f}{_shown(result['seconds']['pretrain_wall']):>10}")  # fmt: skip

@@ -17,9 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from convscope.errors import UserError
-from convscope.inference import InferenceConfig, batched
-
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 ONNX_OPSET = 18
 METADATA_KEY = "convscope"
@@ -101,42 +98,3 @@ def load_torchscript(path: Path) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation, said once by the CLI
         return torch.jit.load(str(path), map_location="cpu").eval()
-
-
-def export_run(
-    run_dir: str | Path, fmt: str, out: str | Path | None = None, *, examples: int = PARITY_EXAMPLES
-) -> Export:
-    """Write the run's model as ``fmt`` (``onnx`` or ``torchscript``) to ``out`` (default ``RUN_DIR/model.onnx``
-    or ``RUN_DIR/model.torchscript.pt``) and compare its logits with the eager model's on test examples."""
-    from convscope import api
-
-    if fmt not in FORMATS:
-        raise UserError(f"export format {fmt!r} is not one of: {', '.join(FORMATS)}")
-    run = api.load_run(run_dir, device="cpu")
-    path = Path(out) if out is not None else run.run_dir / FORMATS[fmt]
-    if path.is_dir():
-        raise UserError(f"--out '{path}' is a directory; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = run.model.float().eval()  # fp32, contiguous: the graph every runtime can take
-    x = parity_inputs(run, examples)
-    meta = metadata(run)
-    # Two examples: a batch of one lets the exporters specialise the batch dimension.
-    example = x[:2] if len(x) >= 2 else torch.cat([x, x])
-    if fmt == "onnx":
-        export_onnx(model, example, path, meta)
-        exported = onnx_forward(path)
-    else:
-        export_torchscript(model, example, path, meta)
-        exported = load_torchscript(path)
-    config = InferenceConfig(fold_batchnorm=False, batch_size=128)
-    device = torch.device("cpu")
-    eager = batched(model, x, config, device)
-    other = batched(exported, x, config, device)
-    return Export(
-        path=path,
-        format=fmt,
-        dataset=run.info["dataset"],
-        examples=len(x),
-        max_abs_difference=(eager - other).abs().max().item() if len(x) else 0.0,
-        agreement=(eager.argmax(1) == other.argmax(1)).float().mean().item() if len(x) else 1.0,
-    )

@@ -2,7 +2,7 @@
 what the model's input shape is, and how raw inputs are prepared for prediction.
 
 A task names its modality (``Task.modality``); adding a task on a new kind of data means one
-modality class registered here and one task module.
+modality class in the table of ``convscope.data.modalities`` and one task module.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-
-from convscope.registry import Registry
 
 if TYPE_CHECKING:
     from convscope.config import Recipe
@@ -47,13 +45,3 @@ class Modality(Protocol):
     def load_inputs(self, recipe: Recipe, info: dict[str, Any], inputs: Sequence[str], device: torch.device):
         """Raw inputs given on the command line (file paths, texts) -> one model-ready batch."""
         ...
-
-
-MODALITIES: Registry[Modality] = Registry("data modality")
-
-
-def get_modality(name: str) -> Modality:
-    # Imported here so that each modality registers itself without import cycles.
-    from convscope.data import datamodule, lab_modality, scenemodule, text  # noqa: F401
-
-    return MODALITIES.get(name)()

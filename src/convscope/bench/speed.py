@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convscope.bench_runs import bench_command
+from convscope.bench.runs import write_result
+from convscope.bench.speed_systems import SYSTEMS, prepare, seconds_to_target
 from convscope.errors import UserError
-from convscope.speed_systems import SYSTEMS, prepare, seconds_to_target
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def forward_flops_per_image(recipe_name: str, overrides: dict[str, str]) -> floa
 def _run_in_process(system: str, recipe: str, overrides: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="convscope-speed-") as folder:
         result_path = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "convscope.speed_systems", system, recipe, json.dumps(overrides),
+        command = [sys.executable, "-m", "convscope.bench.speed_systems", system, recipe, json.dumps(overrides),
                    str(result_path)]  # fmt: skip
         # stdout (the epoch lines) streams; stderr is held so that a system's own `error:` line becomes ours
         # rather than a second one.
@@ -143,13 +143,8 @@ def run_speed_study(
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "train_flops_per_image": train_flops,
         "overrides": overrides,
-        "command": bench_command(name, overrides, target),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, name, overrides, machine, out, results_dir, target=target)
     print(f"{'system':<11}{'s to target':>12}{'final acc':>10}{'img/s':>9}{'peak MB':>9}{'of peak':>9}")
     for system, row in results.items():
         to_target = row["seconds_to_target"]

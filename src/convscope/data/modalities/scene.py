@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from convscope.data.augment import build_augment
-from convscope.data.datamodule import ImageModality
 from convscope.data.loader import TensorLoader, _generator
-from convscope.data.modality import MODALITIES
+from convscope.data.modalities.image import ImageModality
 from convscope.data.scenes import BACKGROUND, SceneSet, open_scenes, parse_scene_spec
 from convscope.data.split import channel_stats
 from convscope.errors import UserError
@@ -99,7 +98,6 @@ def prepare_scene_data(spec: str, *, valid_fraction: float, seed: int, subset: i
     return SceneData(spec, train, valid, splits["test"], mean, std)
 
 
-@MODALITIES.register("scene")
 class SceneModality:
     def __init__(self) -> None:
         self.images = ImageModality()  # what it is for data sets that are not scenes

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from convscope.data.datamodule import ImageData, ImageModality
 from convscope.data.lab import rgb_to_lab, scale_lab
 from convscope.data.loader import TensorLoader
-from convscope.data.modality import MODALITIES
+from convscope.data.modalities.image import ImageData, ImageModality
 from convscope.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,7 +70,6 @@ class LabData:
         return {name: LabLoader(loader) for name, loader in rgb.loaders(recipe, device).items()}
 
 
-@MODALITIES.register("lab")
 class LabModality(ImageModality):
     def prepare(self, recipe: Recipe, *, skip_bad: bool = False) -> LabData:  # type: ignore[override]
         data = super().prepare(recipe, skip_bad=skip_bad)

@@ -1,9 +1,8 @@
 """The fast inference path that ``evaluate``, ``predict`` and the inference benchmark share.
 
-On a CPU with bf16 support (AVX512-BF16, AMX) the levers that pay for a trained convnet are, measured on
-``fastnet-small`` and Fashion-MNIST on 2 cores: channels_last (about 1.6x), bf16 autocast on top of it
-(about 2.5x), and batch norms folded into the convolutions before them (another 10-20%, exact in fp32).
-``torch.compile`` took over a minute to compile there and gained nothing, so it is not used.
+Its levers, each set by :class:`InferenceConfig`: channels_last memory, bf16 autocast on a CPU or GPU that has
+it, and batch norms folded into the convolutions before them (exact in fp32). ``torch.compile`` is not used.
+What each lever measured: benchmarks/README.md, "Measurements behind the code".
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def prepare_model(model: nn.Module, config: InferenceConfig, device: torch.device) -> nn.Module:
-    """``model`` ready for :func:`logits`: eval mode, on ``device``, folded and in channels_last as configured.
+    """``model`` ready for :func:`batched`: eval mode, on ``device``, folded and in channels_last as configured.
 
     The given model is left as it was (folding works on a copy).
     """

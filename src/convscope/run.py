@@ -18,14 +18,22 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from convscope.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from convscope.config import Recipe
+    from convscope.data.modalities import Modality
+    from convscope.engine.task import Task
 
 # What to do about a damaged file, by name. ``train --resume`` on a finished run restores the best checkpoint and
 # writes the files that come after training again (model.safetensors, summary.json, segmentation.json, plots).
@@ -181,3 +189,21 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready for inference (``convscope.api.load_run`` makes it); or pretrained weights by name
+    (``convscope.api.load_pretrained_run``), whose ``run_dir`` is the current folder (where their outputs go)."""
+
+    run_dir: Path
+    recipe: Recipe
+    info: dict
+    model: nn.Module
+    task: Task
+    modality: Modality
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info["classes"]

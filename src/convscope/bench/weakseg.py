@@ -11,14 +11,13 @@ Fashion-MNIST's test split only.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from convscope.bench_runs import timed_run
+from convscope.bench.runs import timed_run, write_result
 from convscope.config import load_recipe
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 RECIPES = {"weak": "fashion-scenes-weakseg", "cam": "fashion-scenes-cam", "supervised": "fashion-scenes-supervised"}
 # model -> (run, mask rule)
@@ -106,19 +105,12 @@ def run_weakseg_study(*, out: Path | None, overrides: dict[str, str] | None, res
             "precision": recipe.train.precision,
             "channels_last": recipe.train.channels_last,
             "mean_iou": "torchmetrics MeanIoU: per image, over the 11 classes occurring in the prediction or truth",
-            "refinement": "every model's masks through the same dense CRF search (convscope.refine), kept where it "
-            "beat the raw masks on the valid scenes; raw_miou gives the figures without it",
+            "refinement": "every model's masks through the same dense CRF search (convscope.segment.refine), kept "
+            "where it beat the raw masks on the valid scenes; raw_miou gives the figures without it",
         },
         "recipes": list(RECIPES.values()),
-        "overrides": overrides,
-        "run_dir": str(root),
-        "command": "convscope bench weakseg",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / "weakseg.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "weakseg", overrides, machine, out, results_dir, run_dir=root)
     print(f"{'model':<12}{'mean IoU':>9}{'raw IoU':>9}{'mean SA':>9}{'pixel acc':>10}{'image acc':>10}{'train s':>9}"
           "  thresholds")  # fmt: skip
     for model, row in models.items():

@@ -6,7 +6,6 @@ with the machine it ran on.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from convscope import bench_inference, bench_own_photos, bench_speed, bench_splitbrain, bench_transfer, bench_weakseg
-from convscope.bench_runs import bench_command
+from convscope.bench import inference, own_photos, speed, splitbrain, transfer, weakseg
+from convscope.bench.runs import write_result
 from convscope.config import load_recipe
 from convscope.errors import UserError
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 RESULTS_DIR = Path("benchmarks") / "results"
 
@@ -159,14 +158,28 @@ def machine() -> dict:
     return info
 
 
-# Benchmarks that compare several runs instead of measuring one recipe: name -> goal.
-STUDIES = {
-    "transfer": bench_transfer.GOAL,
-    "inference": bench_inference.GOAL,
-    "weakseg": bench_weakseg.GOAL,
-    "splitbrain": bench_splitbrain.GOAL,
-    "own-photos": bench_own_photos.GOAL,
-    **dict.fromkeys(bench_speed.SPEED_BENCHMARKS, bench_speed.GOAL),
+@dataclass(frozen=True)
+class Study:
+    """A benchmark that compares several runs instead of measuring one recipe."""
+
+    goal: str
+    # start(name=, out=, overrides=, results_dir=, machine=, and the options below) -> the result written
+    start: Callable[..., dict]
+    options: tuple[str, ...] = ()  # which of run_dir and target it takes
+
+
+# The registry of studies (BENCHMARKS above holds the one-recipe benchmarks). Each start looks its module's
+# function up when called, so that a test may replace it.
+STUDIES: dict[str, Study] = {
+    "transfer": Study(transfer.GOAL, lambda name, **kw: transfer.run_transfer_study(**kw), ("run_dir",)),
+    "inference": Study(inference.GOAL, lambda name, **kw: inference.run_inference_study(**kw), ("run_dir",)),
+    "weakseg": Study(weakseg.GOAL, lambda name, **kw: weakseg.run_weakseg_study(**kw), ("run_dir",)),
+    "splitbrain": Study(splitbrain.GOAL, lambda name, **kw: splitbrain.run_splitbrain_study(**kw)),
+    "own-photos": Study(own_photos.GOAL, lambda name, **kw: own_photos.run_own_photos_study(**kw)),
+    **{
+        name: Study(speed.GOAL, lambda name, **kw: speed.run_speed_study(name, **kw), ("target",))
+        for name in speed.SPEED_BENCHMARKS
+    },
 }
 
 
@@ -180,40 +193,27 @@ def run_benchmark(
 ) -> dict:
     """Run benchmark ``name``. ``run_dir``: the transfer or weakseg study's folder, continued if it exists; for
     the inference benchmark, a trained run to measure instead of training one."""
-    from convscope import api
-
-    if name == "transfer":
-        return bench_transfer.run_transfer_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
-        )
-    if name == "inference":
-        return bench_inference.run_inference_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
-        )
-    if name == "weakseg":
-        return bench_weakseg.run_weakseg_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), run_dir=run_dir
-        )
-    if run_dir is not None:
+    study = STUDIES.get(name)
+    if run_dir is not None and (study is None or "run_dir" not in study.options):
         raise UserError(f"--run-dir is for the transfer, weakseg and inference benchmarks, not for benchmark {name!r}")
-    if name == "own-photos":
-        return bench_own_photos.run_own_photos_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
-        )
-    if name == "splitbrain":
-        return bench_splitbrain.run_splitbrain_study(
-            out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine()
-        )
-    if name in bench_speed.SPEED_BENCHMARKS:
-        return bench_speed.run_speed_study(
-            name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(), target=target
-        )
+    if study is not None:
+        given = {"run_dir": run_dir, "target": target}
+        options = {key: given[key] for key in study.options}
+        return study.start(name=name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(),
+                           **options)  # fmt: skip
     if target is not None:
-        speed = ", ".join(bench_speed.SPEED_BENCHMARKS)
-        raise UserError(f"--target is for the speed benchmarks ({speed}), not for benchmark {name!r}")
+        names = ", ".join(speed.SPEED_BENCHMARKS)
+        raise UserError(f"--target is for the speed benchmarks ({names}), not for benchmark {name!r}")
     if name not in BENCHMARKS:
         known = ", ".join([*BENCHMARKS, *STUDIES])
         raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")
+    return run_recipe_benchmark(name, out=out, overrides=overrides)
+
+
+def run_recipe_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None) -> dict:
+    """Train benchmark ``name``'s recipe once and write its test accuracy against the goal."""
+    from convscope import api
+
     bench = BENCHMARKS[name]
     recipe = load_recipe(bench.recipe, overrides)
     run_dir = Path("runs") / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -233,14 +233,9 @@ def run_benchmark(
         "epochs": summary["epochs"],
         "best_valid_accuracy": summary["best_valid_accuracy"],
         "run_dir": str(run_dir),
-        "command": bench_command(name, overrides),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
         **(bench.probe(run_dir) if bench.probe is not None else {}),
     }
-    path = out or RESULTS_DIR / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, name, overrides, machine(), out, RESULTS_DIR)
     within = f" within {bench.max_train_seconds:.0f} s" if bench.max_train_seconds is not None else ""
     print(
         f"{name}: test accuracy {result['test_accuracy']:.4f} (target {bench.target_accuracy:.3f}{within}, "

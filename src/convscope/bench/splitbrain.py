@@ -9,13 +9,13 @@ concatenated outputs). All are measured on the full CIFAR-10 test set (10,000 im
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
+from convscope.bench.runs import write_result
 from convscope.config import load_recipe
-from convscope.run_files import read_json
+from convscope.run import read_json
 
 PRETRAIN_RECIPE = "cifar10-splitbrain"
 FINETUNE_RECIPE = "cifar10-splitbrain-finetune"
@@ -105,16 +105,9 @@ def run_splitbrain_study(
                 "channels_last": recipe.train.channels_last,
             },
             "recipes": [PRETRAIN_RECIPE, FINETUNE_RECIPE],
-            "overrides": overrides,
-            "run_dir": str(root),
-            "command": "convscope bench splitbrain",
-            "date": time.strftime("%Y-%m-%d"),
-            "machine": machine,
         }
     )
-    path = out or results_dir / "splitbrain.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "splitbrain", overrides, machine, out, results_dir, run_dir=root)
     print(f"pre-training: {pretrain['train_seconds']:.0f} s (goal <= {MAX_PRETRAIN_SECONDS:.0f}), "
           f"colour/lightness cell accuracy {pretrain['accuracy']:.4f}")  # fmt: skip
     print(f"{'labels':<8}{'scratch':>10}{'fine-tune':>11}{'probe':>9}{'gain':>8}")

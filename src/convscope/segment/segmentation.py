@@ -14,7 +14,7 @@ Three rules turn maps into masks, each with its thresholds chosen on the validat
 - ``argmax`` (task ``segment``, trained with the masks): the most probable of the 11 classes, the item classes
   limited to those the image-level prediction finds (a class threshold, 0 for none).
 
-Every rule's item-versus-background decision may then be refined by a dense CRF (:mod:`convscope.refine`), its
+Every rule's item-versus-background decision may then be refined by a dense CRF (:mod:`convscope.segment.refine`), its
 settings chosen on the validation scenes too and kept only where they beat the raw masks there. Both the raw and
 the refined figures are written.
 
@@ -36,12 +36,13 @@ from torch import nn
 from torchmetrics.segmentation import MeanIoU
 
 from convscope.console import note
+from convscope.engine.task import MEASURES
 from convscope.errors import UserError
 from convscope.explain.methods import GradCam
 from convscope.metrics.segmentation import segmentation_metrics, summarize_segmentation
-from convscope.refine import CHOOSE_ON, choose_refinement, crf_grid, refined_masks
 from convscope.report.segmentation import plot_threshold_sweep
-from convscope.run_files import damaged, read_json, write_json, writing
+from convscope.run import damaged, read_json, write_json, writing
+from convscope.segment.refine import CHOOSE_ON, choose_refinement, crf_grid, refined_masks
 from convscope.tasks.weakseg import class_maps
 
 SEGMENTATION_FILE = "segmentation.json"
@@ -272,6 +273,7 @@ def _measure_rule(rule: str, task: Any, model: nn.Module, loaders: dict[str, Any
     return result
 
 
+@MEASURES.register("masks")
 def measure_run(task: Any, model: nn.Module, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any],
                 precision: str) -> dict[str, Any]:  # fmt: skip
     """Choose each of the task's mask rules' thresholds and CRF on the valid scenes, measure them on the test scenes,
@@ -332,7 +334,7 @@ def segment_images(run: Any, paths: Sequence[str], out: Path) -> list[dict[str, 
     from convscope.data.images import conversion_note, decode_image
     from convscope.report.segmentation import grey, hsv_rendering, save_palette_png
 
-    if not hasattr(run.task, "rule"):
+    if run.task.rule is None:
         raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: segment needs a class-map run (task weakseg "
                         "or segment)")  # fmt: skip
     rule, params, crf = read_rule(run.run_dir, run.task)

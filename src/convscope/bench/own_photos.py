@@ -18,7 +18,6 @@ its frozen epochs. Optimiser keys are never overridden, so that the fine-tuning 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from convscope.bench_runs import bench_command, timed_run
+from convscope.bench.runs import timed_run, write_result
 from convscope.config import read_toml
 from convscope.errors import UserError
 
@@ -232,14 +231,7 @@ def run_own_photos_study(
             "other-photos": {"classes": OTHER_PHOTOS, "per_class": PER_CLASS, "sizes": list(SIZES), "path": str(other)},
             "photos-5": {"classes": FIVE_PHOTOS, "per_class": PER_CLASS, "sizes": list(SIZES), "path": str(five)},
         },
-        "overrides": overrides,
-        "run_dir": str(root),
-        "command": bench_command("own-photos", overrides),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / "own-photos.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "own-photos", overrides, machine, out, results_dir, run_dir=root)
     _print(cases, result, path)
     return result

@@ -1,5 +1,5 @@
 """The systems the speed benchmark races, each training the same network on the same images with the same
-schedule (``convscope bench speed-fashion``; :mod:`convscope.bench_speed` runs each in its own process).
+schedule (``convscope bench speed-fashion``; :mod:`convscope.bench.speed` runs each in its own process).
 
 - ``plain``: the loop the seeds write: a ``Dataset`` that hands out PIL images (as torchvision's data sets do),
   torchvision transforms per sample, a ``DataLoader``, fp32.
@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from convscope.config import Recipe, load_recipe
 from convscope.data.base import ImageSet
-from convscope.data.datamodule import ImageData, make_loader
-from convscope.data.modality import get_modality
+from convscope.data.modalities import get_modality
+from convscope.data.modalities.image import ImageData, make_loader
 from convscope.engine.callbacks import Callback
 from convscope.engine.optim import build_optimizer, build_scheduler
 from convscope.engine.seeding import seed_everything
 from convscope.errors import UserError
+from convscope.models.layers import eval_mode
 
 # Lightning's DataLoader check asks for worker processes; one is what two cores can spare for decoding beside
 # the training step's threads (two workers measured slower here: they take the step's cores).
@@ -86,13 +87,10 @@ def test_accuracy_fn(data: ImageData, recipe: Recipe) -> Callable[[nn.Module], f
                          device=torch.device("cpu"), channels_last=True)  # fmt: skip
 
     def measure(model: nn.Module) -> float:
-        was_training = model.training
-        model.eval()
         correct = 0
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with eval_mode(model), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             for x, y in loader:
                 correct += int((task.predict(model, x).argmax(dim=1) == y).sum())
-        model.train(was_training)
         return correct / len(data.test)
 
     return measure
@@ -303,7 +301,7 @@ def run_system(system: str, recipe_name: str, overrides: dict[str, str], work_di
 
 
 def main(argv: list[str]) -> None:
-    """``python -m convscope.speed_systems SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON``."""
+    """``python -m convscope.bench.speed_systems SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON``."""
     system, recipe_name, overrides, result_path = argv
     try:
         with tempfile.TemporaryDirectory(prefix=f"speed-{system}-") as work_dir:

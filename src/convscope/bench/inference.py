@@ -2,7 +2,7 @@
 split, run three ways, with the accuracy of each.
 
 - ``fp32_eager``: the model as trained, contiguous fp32, under ``torch.inference_mode`` (the usual baseline);
-- ``convscope``: :mod:`convscope.inference`'s fast path (batch norms folded, channels_last, bf16 autocast);
+- ``convscope``: :mod:`convscope.serve.inference`'s fast path (batch norms folded, channels_last, bf16 autocast);
 - ``onnxruntime``: the ``convscope export`` ONNX file in onnxruntime (fp32, its default graph optimisations).
 
 Every system gets the same normalised test tensors already in memory, in batches of the same size, so the
@@ -12,7 +12,6 @@ figure is the model's forward pass (and the conversion to channels_last for the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from convscope.bench.runs import write_result
 from convscope.config import load_recipe
-from convscope.inference import InferenceConfig, batched, prepare_model
+from convscope.serve.inference import InferenceConfig, batched, prepare_model
 
 RECIPE = "fashion-mnist"
 GOAL_SPEEDUP = 3.0
@@ -59,7 +59,8 @@ def run_inference_study(
 ) -> dict:
     """Measure ``run_dir`` (default: train the fashion-mnist recipe with ``overrides`` first), print, write JSON."""
     from convscope import api
-    from convscope.export import export_run, onnx_forward
+    from convscope.api import export_run
+    from convscope.serve.export import onnx_forward
 
     overrides = overrides or {}
     if run_dir is None:
@@ -91,13 +92,8 @@ def run_inference_study(
         "systems": systems,
         "reached": ours["speedup"] >= GOAL_SPEEDUP and abs(ours["accuracy"] - base["accuracy"]) <= GOAL_POINTS,
         "overrides": overrides,
-        "command": "convscope bench inference",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine,
     }
-    path = out or results_dir / "inference.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(result, "inference", overrides, machine, out, results_dir)
     print(f"{'system':<14}{'images/s':>10}{'speed-up':>10}{'accuracy':>10}")
     for name, row in systems.items():
         print(f"{name:<14}{row['images_per_second']:>10.0f}{row['speedup']:>9.2f}x{row['accuracy']:>10.4f}")

@@ -20,8 +20,7 @@ import torch
 from torch.utils.data import random_split
 
 from convscope.data.loader import IndexLoader
-from convscope.data.modality import MODALITIES
-from convscope.data.text_sources import TextSet, normalise, open_texts
+from convscope.data.sources.text import TextSet, normalise, open_texts
 from convscope.distributed import rank_and_world_size
 from convscope.errors import UserError
 
@@ -199,7 +198,6 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-@MODALITIES.register("text")
 class TextModality:
     def prepare(self, recipe: Recipe, *, skip_bad: bool = False) -> TextData:
         return prepare_text_data(recipe.data, seed=recipe.train.seed, skip_bad=skip_bad)

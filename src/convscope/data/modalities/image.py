@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from convscope.config import AugmentConfig, check_label_fraction, requested_size
 from convscope.console import note
-from convscope.data.augment import AugmentConfig, Normalize, build_augment
+from convscope.data.augment import Normalize, build_augment
 from convscope.data.base import ImageSet
 from convscope.data.catalog import Dataset, open_dataset
 from convscope.data.images import RESIZED, conversion_note, decode_image, fit_size
 from convscope.data.loader import TensorLoader
-from convscope.data.modality import MODALITIES
 from convscope.data.split import channel_stats, color_pca, train_valid_split
 from convscope.distributed import rank_and_world_size
 from convscope.errors import UserError
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 TEST_SPLIT_SEED = 0
 # ``data.normalize``: by the training split's own channel statistics, or by ImageNet's, which pretrained
 # ImageNet weights (``transfer.init = "torchvision:resnet18"``) were trained with.
-NORMALIZATIONS = ("data", "imagenet")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -119,23 +118,6 @@ def take_per_class(data: ImageSet, per_class: int, seed: int) -> ImageSet:
     return data.subset(torch.cat(keep).sort().values)
 
 
-def check_normalize(normalize: str) -> None:
-    if normalize not in NORMALIZATIONS:
-        raise UserError(f"data.normalize = {normalize!r}: expected one of: {', '.join(NORMALIZATIONS)}")
-
-
-def requested_size(value: int | Sequence[int]) -> tuple[int, int] | None:
-    """``data.image_size`` as (height, width), or None for the data's own size (0)."""
-    sides = [value] if isinstance(value, int) else list(value)
-    if sides == [0]:
-        return None
-    if len(sides) not in (1, 2) or not all(isinstance(v, int) and 1 <= v <= 4096 for v in sides):
-        raise UserError(
-            f"data.image_size = {value!r}: expected 0 (the data's own size), an integer in [1, 4096] or [height, width]"
-        )
-    return (sides[0], sides[-1])
-
-
 # The most a held-out split may take of a small data set when its fraction grows to reach ``min_split`` images.
 MAX_SMALL_FRACTION = 0.2
 # The images a held-out split is grown to on a small data set, unless its fraction is set explicitly: 15 test images
@@ -150,11 +132,6 @@ def fraction_by_size(fraction: float, count: int, min_split: int) -> float:
     if fraction <= 0 or min_split <= 0 or count <= 0:
         return fraction
     return max(fraction, min(MAX_SMALL_FRACTION, min_split / count))
-
-
-def check_label_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise UserError(f"data.label_fraction = {fraction}: expected a fraction in (0, 1] of the training labels")
 
 
 def prepare_image_data(
@@ -287,7 +264,6 @@ def make_loader(
     )
 
 
-@MODALITIES.register("image")
 class ImageModality:
     def prepare(self, recipe: Recipe, *, skip_bad: bool = False) -> ImageData:
         return prepare_image_data(
