@@ -173,11 +173,12 @@ def _feature_maps_row(
     ax.set_title("probability", fontsize=8)
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` and close it; a full disk is one error naming the file."""
     try:
-        with writing(path):  # a full disk is one error naming the file
+        with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)
     return path

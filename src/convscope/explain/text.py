@@ -27,8 +27,8 @@ from torch import nn
 
 from convscope.data.modalities.text import Vocabulary
 from convscope.errors import UserError
+from convscope.explain.figures import save_figure
 from convscope.models.charcnn import CharWindows
-from convscope.run import writing
 
 if TYPE_CHECKING:
     from convscope.run import LoadedRun
@@ -149,9 +149,4 @@ def draw_text_explanations(results: list[dict[str, Any]], out: Path) -> None:
     fig.suptitle("characters: integrated gradients of the log-odds (red: towards the predicted class, blue: "
                  "against)", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    try:
-        with writing(out):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=120)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out, dpi=120)
