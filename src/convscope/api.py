@@ -59,7 +59,17 @@ from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
 from convscope.report.lr_find import plot_lr_find
 from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
-from convscope.run import LoadedRun, WriteFailed, atomic_write, damaged, hint, read_json, read_weights, write_json
+from convscope.run import (
+    RUN_FILE,
+    LoadedRun,
+    WriteFailed,
+    atomic_write,
+    damaged,
+    hint,
+    read_run_info,
+    read_weights,
+    write_json,
+)
 from convscope.segment.segmentation import segment_images
 from convscope.serve import export
 from convscope.serve.inference import InferenceConfig, autocast, batched, prepare_model
@@ -82,7 +92,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.toml"
-RUN_FILE = "run.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -474,7 +483,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     if not weights.is_file():
         raise UserError(f"run '{run_dir}' has no trained model yet ({WEIGHTS_FILE} missing): did training finish? "
                         f"`convscope train --resume --out {run_dir}` writes it from the run's checkpoints")  # fmt: skip
-    info = read_json(info_path, keys=("model", "classes", "sizes"))
+    info = read_run_info(run_dir)
     try:  # the modality reads its own fields of run.json (image size, channels, vocabulary, ...)
         task = build_task(recipe, info)
         modality = get_modality(task.modality)

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,15 +68,7 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog="convscope",
-        description="Train convolutional networks, measure them honestly, show what they look at.",
-        epilog=EXAMPLES,
-    )
-    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
+def add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
         help="train a recipe into a run directory",
@@ -105,6 +97,11 @@ def build_parser() -> Parser:
     train.add_argument(
         "--seed", help="random seed: split, shuffling, augmentation, initialisation (default: the recipe's train.seed)"
     )
+    add_run_flags(train)
+
+
+def add_run_flags(train: argparse.ArgumentParser) -> None:
+    """``train``'s flags about the run rather than the recipe: where it goes, resuming, output, processes."""
     train.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     train.add_argument("--skip-bad", action="store_true", help="skip corrupt images and list them instead of stopping")
@@ -131,6 +128,8 @@ def build_parser() -> Parser:
         help="print the resolved recipe as TOML (what config.toml would hold) and train nothing",
     )
 
+
+def add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="detailed test metrics of a run (writes RUN_DIR/eval.json)",
@@ -142,6 +141,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("--tta", action="store_true", help="average 5 crops and their mirror images (images)")
     add_inference_flags(evaluate)
 
+
+def add_predict(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser(
         "predict",
         help="class probabilities for image files or texts",
@@ -157,6 +158,8 @@ def build_parser() -> Parser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_inference_flags(predict)
 
+
+def add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="write a run's model as ONNX or TorchScript, with a parity check",
@@ -170,6 +173,8 @@ def build_parser() -> Parser:
     export.add_argument("--out", help="the file (default: RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
     export.add_argument("--examples", type=int, default=256, help="test examples of the parity check")
 
+
+def add_explain(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser(
         "explain",
         help="what the model looks at: maps and overlays for inputs",
@@ -194,6 +199,8 @@ def build_parser() -> Parser:
     explain.add_argument("--brightness", type=float, default=0.5, help="how much of the map shows (seed 004's value)")
     explain.add_argument("--alpha", type=float, default=0.75, help="opacity of the map over the image")
 
+
+def add_segment(commands: argparse._SubParsersAction) -> None:
     segment = commands.add_parser(
         "segment",
         help="class masks of images by a weakly or fully supervised segmentation run",
@@ -203,6 +210,8 @@ def build_parser() -> Parser:
     segment.add_argument("images", nargs="+", metavar="IMAGE")
     segment.add_argument("--out", help="folder for the masks, overlays and segments.json (default: RUN_DIR/segments)")
 
+
+def add_report(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
         help="evaluate a run and write RUN_DIR/report.html",
@@ -211,6 +220,8 @@ def build_parser() -> Parser:
     report.add_argument("run_dir")
     report.add_argument("--trust-images", type=int, default=50, help="test images for the trust figures")
 
+
+def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench",
         help="run a benchmark on the real data (writes benchmarks/results/NAME.json)",
@@ -228,6 +239,8 @@ def build_parser() -> Parser:
         "--target", type=float, help="speed-*: the test accuracy to race to (default: the benchmark's own)"
     )
 
+
+def add_recipes(commands: argparse._SubParsersAction) -> None:
     recipes = commands.add_parser(
         "recipes",
         help="list the shipped recipes, or every key a recipe can set",
@@ -237,6 +250,9 @@ def build_parser() -> Parser:
     recipes.add_argument(
         "--recipe", help="with --keys: also the options of this recipe's task and model (default: say how to see them)"
     )
+
+
+def add_models(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser(
         "models",
         help="list the registered models, or one model's layers",
@@ -246,11 +262,15 @@ def build_parser() -> Parser:
     models.add_argument("--input-size", default="3,32,32", help="C,H,W of the images")
     models.add_argument("--classes", type=int, default=10, help="number of classes")
 
+
+def add_plot(commands: argparse._SubParsersAction) -> None:
     plot = commands.add_parser(
         "plot", help="redraw the figures of a run directory", epilog=examples("convscope plot runs/c10")
     )
     plot.add_argument("run_dir")
 
+
+def add_data(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser(
         "data",
         help="list, import and describe data sets",
@@ -273,6 +293,8 @@ def build_parser() -> Parser:
     )
     data_info.add_argument("name")
 
+
+def add_lr_find(commands: argparse._SubParsersAction) -> None:
     lr_find = commands.add_parser(
         "lr-find",
         help="learning-rate range test: loss against an exponentially growing lr, a plot and a suggested lr",
@@ -297,6 +319,18 @@ def build_parser() -> Parser:
     lr_find.add_argument("--start-lr", type=float, default=1e-7, help="lr of the first step")
     lr_find.add_argument("--end-lr", type=float, default=10.0, help="lr of the last step")
     lr_find.add_argument("--out", default="lr_find.png", help="the figure (.png, .svg or .pdf), the JSON beside it")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="convscope",
+        description="Train convolutional networks, measure them honestly, show what they look at.",
+        epilog=EXAMPLES,
+    )
+    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add_command, _ in COMMANDS.values():
+        add_command(commands)
     return parser
 
 
@@ -580,20 +614,21 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
     print(f"suggested lr: {suggestion['settings']['optim.lr']:g} ({RULE}); set it with {suggestion['flags']}")
 
 
-COMMANDS = {
-    "train": cmd_train,
-    "evaluate": cmd_evaluate,
-    "predict": cmd_predict,
-    "explain": cmd_explain,
-    "segment": cmd_segment,
-    "report": cmd_report,
-    "bench": cmd_bench,
-    "export": cmd_export,
-    "recipes": cmd_recipes,
-    "models": cmd_models,
-    "plot": cmd_plot,
-    "data": cmd_data,
-    "lr-find": cmd_lr_find,
+# Each command: the function that adds its parser (in `--help` order) and the one that runs it.
+COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], None]]] = {
+    "train": (add_train, cmd_train),
+    "evaluate": (add_evaluate, cmd_evaluate),
+    "predict": (add_predict, cmd_predict),
+    "export": (add_export, cmd_export),
+    "explain": (add_explain, cmd_explain),
+    "segment": (add_segment, cmd_segment),
+    "report": (add_report, cmd_report),
+    "bench": (add_bench, cmd_bench),
+    "recipes": (add_recipes, cmd_recipes),
+    "models": (add_models, cmd_models),
+    "plot": (add_plot, cmd_plot),
+    "data": (add_data, cmd_data),
+    "lr-find": (add_lr_find, cmd_lr_find),
 }
 
 
@@ -641,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_as_interrupt():
             args = build_parser().parse_args(argv)
             args.argv = argv
-            COMMANDS[args.command](args)
+            COMMANDS[args.command][1](args)
     except UserError as exc:
         from convscope.distributed import report_error
 

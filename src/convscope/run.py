@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypedDict
 
 import torch
 from safetensors import SafetensorError
@@ -49,6 +49,32 @@ HINTS = {
     "last.pt": "restore it from a copy; without it the run cannot continue: train again with another --out",
     "best.pt": "restore it from a copy; without it the run cannot continue: train again with another --out",
 }
+RUN_FILE = "run.json"
+RUN_FILE_KEYS = ("model", "classes", "sizes")  # what every run.json holds; the modality's fields vary
+
+
+class RunInfo(TypedDict, total=False):
+    """What ``run.json`` records: the model, and the data the run was trained on as its modality describes it
+    (``data.modalities``: each modality's ``info``). The first three keys are always there."""
+
+    model: str
+    classes: list[str]
+    sizes: dict[str, int]  # examples per split
+    model_options: dict[str, Any]
+    dataset: str
+    channels: int  # images
+    image_size: list[int]  # images: H, W
+    mean: list[float]  # images: the normalisation the run was trained with
+    std: list[float]
+    skipped: list[str]  # files left out with --skip-bad
+    labels: str  # scenes: "multi-hot"; detection: "boxes"
+
+
+def read_run_info(run_dir: Path) -> RunInfo:
+    """``run_dir/run.json``, checked for the keys every run records (a damaged or partial file is a UserError)."""
+    return RunInfo(**read_json(run_dir / RUN_FILE, keys=RUN_FILE_KEYS))
+
+
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 
 
@@ -198,7 +224,7 @@ class LoadedRun:
 
     run_dir: Path
     recipe: Recipe
-    info: dict
+    info: RunInfo
     model: nn.Module
     task: Task
     modality: Modality

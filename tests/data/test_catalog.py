@@ -7,7 +7,7 @@ import torch
 
 from convscope.data import catalog, images
 from convscope.data.catalog import dataset_info, import_dataset, list_datasets, open_dataset
-from convscope.data.sources.images import FASHION_MNIST_CLASSES
+from convscope.data.sources.idx import FASHION_MNIST_CLASSES
 from convscope.errors import UserError
 
 from .helpers import CIFAR_CLASSES, make_archive, make_cifar_python, make_csv_folder, make_idx, make_imagefolder

@@ -11,7 +11,7 @@ from PIL import Image
 from convscope import api
 from convscope.config import Recipe
 from convscope.data.modalities.image import prepare_image_data
-from convscope.data.sources.images import scan_csv_folder
+from convscope.data.sources.csv_folder import scan_csv_folder
 from convscope.errors import UserError
 from tests.cli_helpers import cli, one_error_line
 from tests.data.helpers import make_csv_folder, make_imagefolder

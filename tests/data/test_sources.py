@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from convscope.data.sources.images import (
-    FASHION_MNIST_CLASSES,
-    read_cifar_python,
-    read_csv_folder,
-    read_idx_dir,
-    read_imagefolder,
-    restricted_load,
-)
+from convscope.data.sources.cifar import read_cifar_python, restricted_load
+from convscope.data.sources.csv_folder import read_csv_folder
+from convscope.data.sources.idx import FASHION_MNIST_CLASSES, read_idx_dir
+from convscope.data.sources.imagefolder import read_imagefolder
 from convscope.errors import UserError
 
 from .helpers import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from convscope.data.sources.images import read_idx_dir
+from convscope.data.sources.idx import read_idx_dir
 from convscope.engine import OptimConfig, TrainConfig, Trainer
 from convscope.engine import lr_find as lr_find_module
 from convscope.engine.lr_find import LRFindSettings, find_lr, suggest

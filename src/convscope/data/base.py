@@ -22,6 +22,10 @@ class ImageSet:
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 NCHW, got {self.images.dtype} {tuple(self.images.shape)}")
+        self.check_labels()
+
+    def check_labels(self) -> None:
+        """One class index per image (a subclass with other labels, such as scenes' multi-hot rows, overrides it)."""
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must have one entry per image")
 

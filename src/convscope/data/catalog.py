@@ -29,17 +29,11 @@ from convscope.data.archive import is_archive, safe_extract
 from convscope.data.base import ImageSet, Splits
 from convscope.data.cache import cache_root, content_key, is_cached, load_splits, save_splits
 from convscope.data.images import MAX_DEFAULT_SIDE, fit_size
-from convscope.data.sources.images import (
-    decode_plan,
-    find_cifar_files,
-    find_idx_files,
-    is_visible,
-    read_cifar_python,
-    read_idx_dir,
-    read_imagefolder,
-    scan_csv_folder,
-    scan_imagefolder,
-)
+from convscope.data.sources.cifar import find_cifar_files, read_cifar_python
+from convscope.data.sources.csv_folder import scan_csv_folder
+from convscope.data.sources.files import decode_plan, is_visible
+from convscope.data.sources.idx import find_idx_files, read_idx_dir
+from convscope.data.sources.imagefolder import read_imagefolder, scan_imagefolder
 from convscope.errors import UserError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -48,6 +42,7 @@ FORMS = (
     "or a name given to `convscope data import`"
 )
 _PATH_KINDS = ("mnist", "fashion-mnist", "cifar10", "imagefolder", "csv")
+BOX_KINDS = ("yolo", "coco")  # data sets of boxes (convscope.data.modalities.boxes), not of labelled images
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CIFAR_DEFAULTS = ("cifar-10-python.tar.gz", "cifar-10-batches-py")
 # Member names that mark a tar as CIFAR-10 python batches rather than an ImageFolder.
@@ -191,6 +186,8 @@ def _resolve(spec: str) -> tuple[str, Path]:
             raise UserError(f"data set '{spec}' needs a path after '{kind}:'")
         return kind, _existing(path)
     names = f" (imported: {', '.join(sorted(imported))})" if imported else ""
+    if kind in BOX_KINDS:
+        raise UserError(f"data set '{spec}' holds boxes: train task 'detect' on it (image tasks take {FORMS})")
     raise UserError(f"unknown data set '{spec}': expected {FORMS}{names}")
 
 

@@ -37,8 +37,8 @@ _GENERATED: dict[tuple[str, str], dict[str, SceneSet]] = {}
 
 
 @dataclass
-class SceneSet:
-    """Scenes of one split.
+class SceneSet(ImageSet):
+    """Scenes of one split: an :class:`ImageSet` whose labels are multi-hot, with masks and boxes.
 
     ``images`` uint8 N x 1 x H x W; ``labels`` uint8 N x K multi-hot (K item classes); ``masks`` uint8 N x H x W
     with 0 for the background and c + 1 for class c; ``boxes`` int16 N x MAX_ITEMS x 4 (x0, y0, x1, y1: the
@@ -46,27 +46,17 @@ class SceneSet:
     N x MAX_ITEMS (-1 where a scene has fewer items).
     """
 
-    images: torch.Tensor
-    labels: torch.Tensor
     masks: torch.Tensor
     boxes: torch.Tensor
     box_labels: torch.Tensor
-    classes: list[str]
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return (self.images.shape[2], self.images.shape[3])
+    def check_labels(self) -> None:
+        if self.labels.shape != (self.images.shape[0], len(self.classes)):
+            raise ValueError("scene labels must be N x K multi-hot, one row per scene")
 
     def subset(self, index: torch.Tensor) -> SceneSet:
-        return SceneSet(self.images[index], self.labels[index], self.masks[index], self.boxes[index],
-                        self.box_labels[index], self.classes)  # fmt: skip
+        return SceneSet(self.images[index], self.labels[index], self.classes, self.masks[index], self.boxes[index],
+                        self.box_labels[index])  # fmt: skip
 
 
 def _overlap_ok(top: int, left: int, placed: list[tuple[int, int]], side: int, max_overlap: float) -> bool:
@@ -132,8 +122,8 @@ def generate_scenes(
             box_labels[n, k] = c
             labels[n, c] = 1
             placed.append((top, left))
-    return SceneSet(torch.from_numpy(images)[:, None], torch.from_numpy(labels), torch.from_numpy(masks),
-                    torch.from_numpy(boxes), torch.from_numpy(box_labels), list(items.classes))  # fmt: skip
+    return SceneSet(torch.from_numpy(images)[:, None], torch.from_numpy(labels), list(items.classes),
+                    torch.from_numpy(masks), torch.from_numpy(boxes), torch.from_numpy(box_labels))  # fmt: skip
 
 
 def parse_scene_spec(spec: str) -> dict[str, int] | None:

@@ -215,16 +215,15 @@ def create_method(
 ) -> AttributionMethod | FeatureMaps:
     """Method ``name`` for ``model``. ``layer`` (Grad-CAM's) is an error for a method without one; ``baseline``
     (the input that means "nothing", e.g. a black image) goes to the methods that take one."""
-    cls = METHODS.get(name)
-    params = inspect.signature(cls).parameters
+    params = inspect.signature(METHODS.get(name)).parameters
     options: dict = {}
     if layer is not None:
-        if "layer" not in params:
+        if "layer" not in params:  # said in the command line's words rather than as a constructor option
             raise UserError(f"--layer applies to gradcam only; method {name!r} takes no layer")
         options["layer"] = layer
     if baseline is not None and "baseline" in params:
         options["baseline"] = baseline
-    return cls(model, **options)
+    return METHODS.create(name, options, model=model)
 
 
 def black_baseline(mean: list[float], std: list[float]) -> torch.Tensor:

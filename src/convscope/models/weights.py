@@ -21,7 +21,7 @@ from torch import nn
 
 from convscope.errors import UserError
 from convscope.models.pretrained import is_pretrained_name, load_pretrained
-from convscope.run import read_json, read_weights
+from convscope.run import RUN_FILE, read_json, read_weights
 
 RUN_WEIGHTS = "model.safetensors"
 _PREFIXES = ("features.", "head.")
@@ -92,7 +92,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _run_classes(path: Path) -> list[str] | None:
     """The classes a run directory was trained on (its ``run.json``), None for a weights file."""
-    info = path / "run.json"
+    info = path / RUN_FILE
     if not path.is_dir() or not info.is_file():
         return None
     return read_json(info).get("classes")
@@ -100,7 +100,7 @@ def _run_classes(path: Path) -> list[str] | None:
 
 def _run_model(path: Path) -> str | None:
     """The model a run directory trained (its ``run.json``), None for a weights file."""
-    info = path / "run.json"
+    info = path / RUN_FILE
     if not path.is_dir() or not info.is_file():
         return None
     return read_json(info).get("model")
