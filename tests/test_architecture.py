@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("tasks",),
     ("explain",),
     ("report",),
-    ("segment", "serve"),
+    ("segment", "serve", "detect"),
     ("api", "recipe_keys"),
     ("bench",),
     ("cli", "__main__", ""),  # "" is the package itself (convscope/__init__.py)

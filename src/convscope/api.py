@@ -33,6 +33,8 @@ from convscope.config import (
     write_recipe_toml,
 )
 from convscope.data.modalities import Modality, get_modality
+from convscope.detect.evaluation import detection_evaluation, plot_detection
+from convscope.detect.images import detect_images, write_detections
 from convscope.distributed import rank_and_world_size, same_on_all_ranks
 from convscope.engine.callbacks import Callback
 from convscope.engine.checkpoint import load_model_state
@@ -57,6 +59,7 @@ from convscope.models.tta import TestTimeAugmented, tta_geometry
 from convscope.models.weights import load_initial_weights
 from convscope.models.whitening import FIT_IMAGES as WHITENING_FIT_IMAGES
 from convscope.models.whitening import PatchWhitening, fit_to_data
+from convscope.report.boxes import DISPLAY_SCORE
 from convscope.report.lr_find import plot_lr_find
 from convscope.report.plots import HistoryFigure, plot_confusion_matrix, plot_precision_recall, plot_roc, plot_run
 from convscope.run import (
@@ -254,6 +257,8 @@ def _summary(setup: _Setup, phases: list, test: dict[str, float]) -> dict[str, A
         "precision": recipe.train.precision,
         "seed": recipe.train.seed,
     }
+    if "map50" in test:  # a detect run: its test figures beside the loss
+        summary.update(test_map50=test["map50"], test_map50_95=test["map50_95"])
     if trainer.diverged is not None:
         summary["diverged"] = trainer.diverged
     return summary
@@ -267,6 +272,8 @@ def _say_result(summary: dict[str, Any], run_dir: Path) -> None:
         small = "; a small test split, set data.test_fraction for more" if test_images < SMALL_TEST_SPLIT else ""
         accuracy = (f"accuracy {summary['test_accuracy']:.4f} (95% interval {low:.3f}-{high:.3f} over {test_images} "
                     f"images{small}), ")  # fmt: skip
+    if "test_map50" in summary:
+        accuracy = f"mAP@0.5 {summary['test_map50']:.4f}, mAP@[.5:.95] {summary['test_map50_95']:.4f}, "
     _say(
         f"test {accuracy}loss {summary['test_loss']:.4f} "
         f"after {summary['train_seconds']:.1f} s of training; summary: {run_dir / 'summary.json'}"
@@ -561,10 +568,17 @@ def evaluate(
     if "confusion_matrix" not in metrics:
         raise UserError(f"run '{run.run_dir}' is a {run.task.name} run: its test figures are in summary.json and "
                         "segmentation.json; `convscope segment RUN_DIR IMAGE...` draws its masks")  # fmt: skip
+    images = 0
     with torch.inference_mode(), autocast(run.device, config.precision):
         for batch in loader:
             run.task.validation_step(model, batch, metrics)
+            images += run.task.batch_size(batch)
     values = {k: _to_cpu(v) for k, v in metrics.compute().items()}
+    if run.task.modality == "boxes":
+        result = detection_evaluation(run, values, data or recipe.data.name, images, config)
+        write_json(run.run_dir / "eval.json", result)
+        plot_detection(result, run.run_dir / "plots")
+        return result
     result = _evaluation(run, values, data or recipe.data.name, config)
     if tta:
         result["tta"] = {"views": 10, "crop": list(model.size), "padding": model.padding}
@@ -648,6 +662,49 @@ def predict(
     ]
 
 
+def detect(
+    run_dir: str | Path,
+    images: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    score_threshold: float | None = None,
+    iou_threshold: float | None = None,
+    batch_size: int | None = None,
+    precision: str | None = None,
+) -> list[dict]:
+    """Boxes of a detect run on image files: per image the detections (class, score, box in the file's pixels)
+    with ``score_threshold`` (default: DISPLAY_SCORE) or more, after non-maximum suppression at ``iou_threshold``
+    (default: the run's).
+    With ``out``, each image with its boxes drawn and ``detections.json`` are written there."""
+    run = load_run(run_dir)
+    if run.task.modality != "boxes":
+        raise UserError(f"run '{run.run_dir}' is a {run.task.name} run, not a detect run: `convscope predict` "
+                        "gives its classes")  # fmt: skip
+    run = dataclasses.replace(run, task=_thresholded(run, score_threshold, iou_threshold))
+    config = inference_config(run, batch_size=batch_size, precision=precision)
+    model = prepare_model(run.model, config, run.device)
+    results = detect_images(run, model, [str(i) for i in images], config)
+    if out is not None:
+        write_detections(run, results, Path(out))
+    return results
+
+
+def is_detect_run(source: str | Path) -> bool:
+    """Whether ``source`` is the directory of a detect run (read from its config.toml; no model is loaded)."""
+    path = Path(source)
+    return path.is_dir() and (path / "config.toml").is_file() and read_run_recipe(path).task.name == "detect"
+
+
+def _thresholded(run: LoadedRun, score_threshold: float | None, iou_threshold: float | None) -> Task:
+    """The run's detect task with other prediction thresholds (checked by the task as recipe options are)."""
+    score = DISPLAY_SCORE if score_threshold is None else score_threshold
+    options = {**run.recipe.task.options, "score_threshold": score}
+    if iou_threshold is not None:
+        options["iou_threshold"] = iou_threshold
+    task = dataclasses.replace(run.recipe.task, options=options)
+    return build_task(dataclasses.replace(run.recipe, task=task), run.info)
+
+
 def explain(
     run_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -668,6 +725,9 @@ def explain(
     """
     run = load_run_or_pretrained(run_dir)
     given = [str(i) for i in inputs]
+    if run.task.modality == "boxes":
+        raise UserError(f"run '{run.run_dir}' is a detect run: its outputs are boxes, not a score per class to "
+                        "explain; `convscope detect RUN_DIR IMAGE...` draws them")  # fmt: skip
     if run.task.modality == "text":
         from convscope.explain.text import explain_texts
 
@@ -740,5 +800,17 @@ def export_run(
         dataset=run.info["dataset"],
         examples=len(x),
         max_abs_difference=(eager - other).abs().max().item() if len(x) else 0.0,
-        agreement=(eager.argmax(1) == other.argmax(1)).float().mean().item() if len(x) else 1.0,
+        agreement=_agreement(run, model, eager, other) if len(x) else 1.0,
     )
+
+
+def _agreement(run: LoadedRun, model: nn.Module, eager: torch.Tensor, other: torch.Tensor) -> float:
+    """Share of examples the exported model decides alike: the same class, or for a detect run the same classes
+    detected (scores from DISPLAY_SCORE) in the same order."""
+    if run.task.modality != "boxes":
+        return (eager.argmax(1) == other.argmax(1)).float().mean().item()
+    size = tuple(run.info["image_size"])
+    ours, theirs = run.task.decode(model, eager, size), run.task.decode(model, other, size)
+    same = [torch.equal(a["labels"][a["scores"] >= DISPLAY_SCORE], b["labels"][b["scores"] >= DISPLAY_SCORE])
+            for a, b in zip(ours, theirs, strict=True)]  # fmt: skip
+    return sum(same) / len(same)

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   convscope report runs/c10
   convscope export runs/c10 --format onnx
   convscope segment runs/scenes scene.png --out masks/
+  convscope detect runs/boxes scene.png --out boxes/
   convscope data import pets pets.tar.gz
 """
 
@@ -85,8 +86,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--data",
-        help="data set: fashion-mnist, cifar10, mnist:PATH, imagefolder:PATH, csv:PATH, ... (default: the recipe's "
-        "data.name)",
+        help="data set: fashion-mnist, cifar10, mnist:PATH, imagefolder:PATH, csv:PATH, boxes in yolo:PATH or "
+        "coco:PATH, ... (default: the recipe's data.name)",
     )
     train.add_argument("--model", help="model name, see `convscope models` (default: the recipe's model.name)")
     train.add_argument("--epochs", help="number of epochs (default: the recipe's train.epochs)")
@@ -209,6 +210,31 @@ def add_segment(commands: argparse._SubParsersAction) -> None:
     segment.add_argument("run_dir")
     segment.add_argument("images", nargs="+", metavar="IMAGE")
     segment.add_argument("--out", help="folder for the masks, overlays and segments.json (default: RUN_DIR/segments)")
+
+
+def add_detect(commands: argparse._SubParsersAction) -> None:
+    detect = commands.add_parser(
+        "detect",
+        help="boxes of a detect run on image files: drawn images and detections.json",
+        epilog=examples(
+            "convscope detect runs/scenes scene.png --out boxes/",
+            "convscope detect runs/shop photos/*.jpg --score-threshold 0.5 --iou-threshold 0.5",
+        ),
+    )
+    detect.add_argument("run_dir")
+    detect.add_argument("images", nargs="+", metavar="IMAGE")
+    detect.add_argument("--out", help="folder for the drawn images and detections.json (default: RUN_DIR/detections)")
+    detect.add_argument(
+        "--score-threshold", type=float, help="show boxes with this score or more (default: 0.25, as Ultralytics)"
+    )
+    detect.add_argument(
+        "--iou-threshold",
+        type=float,
+        help="non-maximum suppression: of two boxes of one class overlapping by more than this IoU, the lower "
+        "scored is dropped (not the IoU at which mAP counts a box right) (default: the run's task.iou_threshold)",
+    )
+    detect.add_argument("--json", action="store_true", help="print the detections as JSON instead of a table")
+    add_inference_flags(detect)
 
 
 def add_report(commands: argparse._SubParsersAction) -> None:
@@ -376,10 +402,20 @@ def default_recipe(args: argparse.Namespace) -> str:
                               if item.partition("=")[0].strip() == "data.name"), None)  # fmt: skip
     if data is None:
         return "fashion-mnist"
-    name = "spanish-names" if data.split(":")[0] in ("textcsv", "spanish-names") else "classify"
-    print(f"note: no --recipe: training {data} with the default {'text' if name != 'classify' else 'image'} "
-          f"classification recipe {name!r} (`convscope recipes` lists the others)", flush=True)  # fmt: skip
+    kind = data.split(":")[0]
+    name, what = DEFAULT_RECIPES.get(kind, ("classify", "image classification"))
+    print(f"note: no --recipe: training {data} with the default {what} recipe {name!r} (`convscope recipes` lists "
+          "the others)", flush=True)  # fmt: skip
     return name
+
+
+# The recipe `train --data KIND:...` uses without --recipe, by the data's kind (images: classify).
+DEFAULT_RECIPES = {
+    "textcsv": ("spanish-names", "text classification"),
+    "spanish-names": ("spanish-names", "text classification"),
+    "yolo": ("detect", "object detection"),
+    "coco": ("detect", "object detection"),
+}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -435,6 +471,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     result = api.evaluate(args.run_dir, data=args.data, skip_bad=args.skip_bad, tta=args.tta,
                           batch_size=args.batch_size, precision=args.precision)  # fmt: skip
+    if "map50" in result:
+        _print_detection_evaluation(result, Path(args.run_dir))
+        return
     print(f"{result['images']} test examples of {result['data']}")
     low, high = result["accuracy_ci95"]
     small = "; a small test set" if result["images"] < api.SMALL_TEST_SPLIT else ""
@@ -461,6 +500,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"written: {Path(args.run_dir) / 'eval.json'}, {plots}/confusion_matrix.png, roc.png, precision_recall.png")
 
 
+def _print_detection_evaluation(result: dict, run_dir: Path) -> None:
+    print(f"{result['images']} test images of {result['data']}, {result['boxes']} true boxes")
+    print(f"mAP@0.5 {result['map50']:.4f}  mAP@[.5:.95] {result['map50_95']:.4f}  mAP@0.75 {result['map75']:.4f}  "
+          f"loss {result['loss']:.4f}")  # fmt: skip
+    width = max(len(c) for c in result["per_class_ap"])
+    print(f"  {'class':<{width}}   AP@0.5  AP@[.5:.95]")
+    for name, values in result["per_class_ap"].items():
+        print(f"  {name:<{width}}  {_number(values['ap50']):>7}  {_number(values['ap50_95']):>11}")
+    plots = run_dir / "plots"
+    print(f"written: {run_dir / 'eval.json'}, {plots}/confusion_matrix.png, precision_recall.png")
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -468,6 +519,10 @@ def _number(value: float | None) -> str:
 def cmd_predict(args: argparse.Namespace) -> None:
     from convscope import api
 
+    if api.is_detect_run(args.run_dir):  # its predictions are boxes: `convscope detect` without the files
+        boxes = api.detect(args.run_dir, args.inputs, batch_size=args.batch_size, precision=args.precision)
+        _print_detections(boxes, as_json=args.json)
+        return
     results = api.predict(args.run_dir, args.inputs, topk=args.topk, batch_size=args.batch_size,
                           precision=args.precision)  # fmt: skip
     if args.json:
@@ -484,6 +539,30 @@ def cmd_predict(args: argparse.Namespace) -> None:
     width = max(len(i) for i in args.inputs)
     for name, top in zip(args.inputs, results, strict=True):
         print(f"{name:<{width}}  " + "  ".join(f"{c}: {p:.3f}" for c, p in top))
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from convscope import api
+
+    out = Path(args.out) if args.out is not None else Path(args.run_dir) / "detections"
+    results = api.detect(args.run_dir, args.images, out=out, score_threshold=args.score_threshold,
+                         iou_threshold=args.iou_threshold, batch_size=args.batch_size,
+                         precision=args.precision)  # fmt: skip
+    _print_detections(results, as_json=args.json)
+    if not args.json:
+        print(f"written: {out / 'detections.json'} and {len(results)} drawn image(s) in {out}")
+
+
+def _print_detections(results: list[dict], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        found = result["detections"]
+        print(f"{result['image']}: {len(found)} box(es)")
+        for d in found:
+            x0, y0, x1, y1 = d["box"]
+            print(f"  {d['class']}  {d['score']:.3f}  x {x0:.0f}-{x1:.0f}  y {y0:.0f}-{y1:.0f}")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -595,7 +674,10 @@ def cmd_data(args: argparse.Namespace) -> None:
         if dataset.skipped:
             print(f"skipped {len(dataset.skipped)} unreadable files: " + ", ".join(dataset.skipped))
     else:
-        print(json.dumps(catalog.dataset_info(args.name), indent=2))
+        from convscope.data.modalities.boxes import box_dataset_info, is_box_spec
+
+        info = box_dataset_info(args.name) if is_box_spec(args.name) else catalog.dataset_info(args.name)
+        print(json.dumps(info, indent=2))
 
 
 def cmd_lr_find(args: argparse.Namespace) -> None:
@@ -622,6 +704,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable
     "export": (add_export, cmd_export),
     "explain": (add_explain, cmd_explain),
     "segment": (add_segment, cmd_segment),
+    "detect": (add_detect, cmd_detect),
     "report": (add_report, cmd_report),
     "bench": (add_bench, cmd_bench),
     "recipes": (add_recipes, cmd_recipes),

@@ -18,8 +18,8 @@ from convscope.explain.methods import (
     find_layer,
     method_names,
 )
+from convscope.models import DETECTORS, PRETEXT_MODELS, create_model, list_models
 from convscope.models import MODELS as MODELS_REGISTRY
-from convscope.models import PRETEXT_MODELS, create_model, list_models
 from tests.explain.helpers import ClassMaps, images, tiny_convnet
 
 ATTRIBUTIONS = ["saliency", "guided-backprop", "gradcam", "integrated-gradients"]
@@ -197,7 +197,7 @@ def test_black_baseline_is_zero_pixels_after_normalisation():
 
 
 def image_models() -> list[str]:
-    names = [n for n in list_models() if n not in PRETEXT_MODELS]
+    names = [n for n in list_models() if n not in PRETEXT_MODELS and n not in DETECTORS]
     return [n for n in names if "in_channels" in inspect.signature(MODELS_REGISTRY.get(n)).parameters]
 
 

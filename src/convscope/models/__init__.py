@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from convscope.errors import UserError
-from convscope.models import charcnn, fastnet, fcn, monster, seeds, splitbrain, torchvision_nets
+from convscope.models import charcnn, detect, fastnet, fcn, monster, seeds, splitbrain, torchvision_nets
 from convscope.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
@@ -36,9 +36,13 @@ MODELS.register("fcn-small")(fcn.fcn_small)
 MODELS.register("monster")(monster.monster)
 MODELS.register("splitbrain")(splitbrain.splitbrain)
 MODELS.register("splitbrain-classifier")(splitbrain.splitbrain_classifier)
+MODELS.register("yolo-grid")(detect.yolo_grid)
+MODELS.register("fastdet")(detect.fastdet)
 
 # Networks trained on a pretext task (they output no class scores): not classifiers to explain or evaluate.
 PRETEXT_MODELS = ("splitbrain",)
+# Networks whose outputs are boxes on a grid, not one score per class: no class to explain.
+DETECTORS = ("yolo-grid", "fastdet")
 
 # What the data decides rather than the recipe.
 INPUT_ARGUMENTS = ("num_classes", "in_channels", "image_size", "vocab_size", "max_len")

@@ -14,13 +14,14 @@ import torch
 
 from convscope.errors import UserError
 from convscope.explain import figures, methods, trust
-from convscope.report import page
+from convscope.report import boxes, page
 from convscope.run import atomic_write, read_bytes, read_json, read_text
 
 if TYPE_CHECKING:
     from convscope.run import LoadedRun
 
 REPORT_FILE = "report.html"
+DETECTION_PLOTS = [("confusion_matrix.png", "confusion matrix, background included"), ("precision_recall.png", "PR")]
 EXPLAINED_IMAGES = 4
 MISTAKES_SHOWN = 8
 TRUST_COLUMNS = ["method", "pointing game ↑", "deletion AUC ↓", "insertion AUC ↑", "randomisation Spearman ↓",
@@ -31,6 +32,30 @@ def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 50) ->
     """Write ``RUN_DIR/report.html``; ``evaluation`` is :func:`convscope.api.evaluate`'s result."""
     run_dir = run.run_dir
     summary = read_json(run_dir / "summary.json", missing_ok=True)
+    if run.task.modality == "boxes":
+        sections = _detection_sections(run, summary, evaluation)
+    else:
+        sections = _classification_sections(run, summary, evaluation, trust_images)
+    config = read_text(run_dir / "config.toml")
+    sections.append(page.section("Configuration", page.preformatted(config)))
+    out = run_dir / REPORT_FILE
+    html = page.page(f"convscope report: {run_dir.name}", sections).encode()
+    atomic_write(out, lambda f: f.write(html))
+    return out
+
+
+def _detection_sections(run: LoadedRun, summary: dict, evaluation: dict) -> list[str]:
+    return [
+        _overview(run, summary),
+        boxes.detection_metrics(evaluation),
+        boxes.detected_scenes(run),
+        _plots(run.run_dir, "Training", [("history.png", "loss"), ("schedule.png", "learning-rate schedule")]),
+        _plots(run.run_dir, "Errors and curves", DETECTION_PLOTS),
+    ]
+
+
+def _classification_sections(run: LoadedRun, summary: dict, evaluation: dict, trust_images: int) -> list[str]:
+    run_dir = run.run_dir
     sections = [
         _overview(run, summary),
         _metrics(evaluation),
@@ -47,12 +72,7 @@ def write_report(run: LoadedRun, evaluation: dict, *, trust_images: int = 50) ->
         sections.append(
             page.section("Explanations", page.note(f"a {run.task.modality} run: see `convscope explain` for it"))
         )
-    config = read_text(run_dir / "config.toml")
-    sections.append(page.section("Configuration", page.preformatted(config)))
-    out = run_dir / REPORT_FILE
-    html = page.page(f"convscope report: {run_dir.name}", sections).encode()
-    atomic_write(out, lambda f: f.write(html))
-    return out
+    return sections
 
 
 def _overview(run: LoadedRun, summary: dict) -> str:

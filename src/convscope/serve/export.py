@@ -43,7 +43,7 @@ def parity_inputs(run: Any, count: int) -> torch.Tensor:
     """The first ``count`` inputs of the run's own test split, as the model takes them, on the CPU."""
     loader = run.modality.prepare(run.recipe).loaders(run.recipe, torch.device("cpu"))["test"]
     taken: list[torch.Tensor] = []
-    for x, _ in loader:
+    for x, *_ in loader:  # (images, labels) or, for boxes, (images, boxes, labels)
         taken.append(x.contiguous())
         if sum(len(t) for t in taken) >= count:
             break

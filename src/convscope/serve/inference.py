@@ -44,9 +44,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     model = copy.deepcopy(model).eval()
     try:
-        return fuse(model)
+        fused = fuse(model)
     except Exception:  # any tracing failure: keep the unfused model
         return model
+    # The traced graph keeps the layers, not the plain attributes a task reads to decode outputs (a detector's
+    # grid or stride): carry those over.
+    for key, value in vars(model).items():
+        if not key.startswith("_") and isinstance(value, int | float | str | tuple) and not hasattr(fused, key):
+            setattr(fused, key, value)
+    return fused
 
 
 def prepare_model(model: nn.Module, config: InferenceConfig, device: torch.device) -> nn.Module:

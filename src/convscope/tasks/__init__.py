@@ -6,6 +6,7 @@ Adding a task: a module here with a subclass of :class:`convscope.engine.task.Ta
 from convscope.engine.task import Task
 from convscope.registry import Registry
 from convscope.tasks.classify import ClassifyTask
+from convscope.tasks.detect import DetectTask
 from convscope.tasks.segment import SegmentTask
 from convscope.tasks.splitbrain import SplitBrainClassifyTask, SplitBrainTask
 from convscope.tasks.text import TextTask
@@ -14,6 +15,7 @@ from convscope.tasks.weakseg import WeakSegTask
 TASKS: Registry[Task] = Registry("task")
 for _name, _cls in (
     ("classify", ClassifyTask),
+    ("detect", DetectTask),
     ("segment", SegmentTask),
     ("splitbrain", SplitBrainTask),
     ("splitbrain-finetune", SplitBrainClassifyTask),

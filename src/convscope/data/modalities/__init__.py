@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from convscope.data.modalities.base import Modality, PreparedData
+from convscope.data.modalities.boxes import BoxModality
 from convscope.data.modalities.image import ImageModality
 from convscope.data.modalities.lab import LabModality
 from convscope.data.modalities.scene import SceneModality
@@ -13,7 +14,13 @@ from convscope.data.modalities.text import TextModality
 from convscope.registry import Registry
 
 MODALITIES: Registry[Modality] = Registry("data modality")
-for _name, _cls in (("image", ImageModality), ("lab", LabModality), ("scene", SceneModality), ("text", TextModality)):
+for _name, _cls in (
+    ("image", ImageModality),
+    ("lab", LabModality),
+    ("scene", SceneModality),
+    ("text", TextModality),
+    ("boxes", BoxModality),
+):
     MODALITIES.register(_name)(_cls)
 
 
