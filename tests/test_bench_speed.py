@@ -108,7 +108,9 @@ def test_study_writes_ratios_flops_fraction_and_the_goals(monkeypatch, tmp_path,
     ("args", "named"),
     [
         (["speed-fashion", "--target", "1.5"], "--target 1.5"),
-        (["demo-fashion", "--target", "0.5"], "--target is for the speed benchmarks"),
+        (["demo-fashion", "--target", "0.5"], "benchmark 'demo-fashion' has no option 'target'"),
+        (["transfer", "--repeat", "3"], "benchmark 'transfer' has no option 'repeat'; accepted: run_dir"),
+        (["race-cifar10", "--repeat", "0"], "repeat"),
     ],
 )
 def test_a_bad_target_is_one_error_line(capsys, args, named):

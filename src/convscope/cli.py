@@ -258,12 +258,13 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     bench.add_argument(
         "--run-dir",
-        help="transfer, weakseg: the study's folder, continued if it exists; inference: measure this trained run "
-        "(default: a new runs/bench-NAME-<time>)",
+        help="transfer, weakseg, detect: the study's folder, continued if it exists; inference: measure this "
+        "trained run (default: a new runs/bench-NAME-<time>)",
     )
     bench.add_argument(
-        "--target", type=float, help="speed-*: the test accuracy to race to (default: the benchmark's own)"
+        "--target", type=float, help="speed-*, race-*: the test accuracy to race to (default: the benchmark's own)"
     )
+    bench.add_argument("--repeat", type=int, help="race-*: repetitions of each system, alternating (default: 2)")
 
 
 def add_recipes(commands: argparse._SubParsersAction) -> None:
@@ -607,6 +608,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         overrides=overrides,
         run_dir=Path(args.run_dir) if args.run_dir else None,
         target=args.target,
+        repeat=args.repeat,
     )
 
 

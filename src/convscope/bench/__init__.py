@@ -6,19 +6,21 @@ with the machine it ran on.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from convscope.bench import inference, own_photos, speed, splitbrain, transfer, weakseg
+from convscope.bench import detect, inference, own_photos, race, speed, splitbrain, step, transfer, weakseg
 from convscope.bench.runs import write_result
 from convscope.config import load_recipe
-from convscope.errors import UserError
+from convscope.registry import Registry
 from convscope.run import read_json
 
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -163,54 +165,78 @@ class Study:
     """A benchmark that compares several runs instead of measuring one recipe."""
 
     goal: str
-    # start(name=, out=, overrides=, results_dir=, machine=, and the options below) -> the result written
+    # start(*, out, overrides, results_dir, machine, and its own keyword options) -> the result written. Its
+    # signature is the study's options: run_benchmark checks what it is given against it (Registry.create).
     start: Callable[..., dict]
-    options: tuple[str, ...] = ()  # which of run_dir and target it takes
 
 
-# The registry of studies (BENCHMARKS above holds the one-recipe benchmarks). Each start looks its module's
-# function up when called, so that a test may replace it.
+# Each start looks its module's function up when called, so that a test may replace it.
+def _with_run_dir(study: Callable[[], Callable[..., dict]]) -> Callable[..., dict]:
+    def start(*, out: Path | None, overrides: dict | None, results_dir: Path, machine: dict,
+              run_dir: Path | None = None) -> dict:  # fmt: skip
+        return study()(out=out, overrides=overrides, results_dir=results_dir, machine=machine, run_dir=run_dir)
+
+    return start
+
+
+def _plain(study: Callable[[], Callable[..., dict]]) -> Callable[..., dict]:
+    def start(*, out: Path | None, overrides: dict | None, results_dir: Path, machine: dict) -> dict:
+        return study()(out=out, overrides=overrides, results_dir=results_dir, machine=machine)
+
+    return start
+
+
+def _speed(name: str) -> Callable[..., dict]:
+    def start(*, out: Path | None, overrides: dict | None, results_dir: Path, machine: dict,
+              target: float | None = None) -> dict:  # fmt: skip
+        return speed.run_speed_study(name, out=out, overrides=overrides, results_dir=results_dir, machine=machine,
+                                     target=target)  # fmt: skip
+
+    return start
+
+
+def _race(name: str) -> Callable[..., dict]:
+    def start(*, out: Path | None, overrides: dict | None, results_dir: Path, machine: dict,
+              target: float | None = None, repeat: int = 2) -> dict:  # fmt: skip
+        return race.run_race_study(name, out=out, overrides=overrides, results_dir=results_dir, machine=machine,
+                                   target=target, repeat=repeat)  # fmt: skip
+
+    return start
+
+
+# The studies (BENCHMARKS above holds the one-recipe benchmarks).
 STUDIES: dict[str, Study] = {
-    "transfer": Study(transfer.GOAL, lambda name, **kw: transfer.run_transfer_study(**kw), ("run_dir",)),
-    "inference": Study(inference.GOAL, lambda name, **kw: inference.run_inference_study(**kw), ("run_dir",)),
-    "weakseg": Study(weakseg.GOAL, lambda name, **kw: weakseg.run_weakseg_study(**kw), ("run_dir",)),
-    "splitbrain": Study(splitbrain.GOAL, lambda name, **kw: splitbrain.run_splitbrain_study(**kw)),
-    "own-photos": Study(own_photos.GOAL, lambda name, **kw: own_photos.run_own_photos_study(**kw)),
-    **{
-        name: Study(speed.GOAL, lambda name, **kw: speed.run_speed_study(name, **kw), ("target",))
-        for name in speed.SPEED_BENCHMARKS
-    },
+    "transfer": Study(transfer.GOAL, _with_run_dir(lambda: transfer.run_transfer_study)),
+    "inference": Study(inference.GOAL, _with_run_dir(lambda: inference.run_inference_study)),
+    "weakseg": Study(weakseg.GOAL, _with_run_dir(lambda: weakseg.run_weakseg_study)),
+    "detect": Study(detect.GOAL, _with_run_dir(lambda: detect.run_detect_study)),
+    "splitbrain": Study(splitbrain.GOAL, _plain(lambda: splitbrain.run_splitbrain_study)),
+    "own-photos": Study(own_photos.GOAL, _plain(lambda: own_photos.run_own_photos_study)),
+    "step": Study(step.GOAL, _plain(lambda: step.run_step_study)),
+    **{name: Study(speed.GOAL, _speed(name)) for name in speed.SPEED_BENCHMARKS},
+    **{name: Study(spec.goal, _race(name)) for name, spec in race.RACES.items()},
 }
 
-
-def run_benchmark(
-    name: str,
-    *,
-    out: Path | None = None,
-    overrides: dict[str, str] | None = None,
-    run_dir: Path | None = None,
-    target: float | None = None,
-) -> dict:
-    """Run benchmark ``name``. ``run_dir``: the transfer or weakseg study's folder, continued if it exists; for
-    the inference benchmark, a trained run to measure instead of training one."""
-    study = STUDIES.get(name)
-    if run_dir is not None and (study is None or "run_dir" not in study.options):
-        raise UserError(f"--run-dir is for the transfer, weakseg and inference benchmarks, not for benchmark {name!r}")
-    if study is not None:
-        given = {"run_dir": run_dir, "target": target}
-        options = {key: given[key] for key in study.options}
-        return study.start(name=name, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine(),
-                           **options)  # fmt: skip
-    if target is not None:
-        names = ", ".join(speed.SPEED_BENCHMARKS)
-        raise UserError(f"--target is for the speed benchmarks ({names}), not for benchmark {name!r}")
-    if name not in BENCHMARKS:
-        known = ", ".join([*BENCHMARKS, *STUDIES])
-        raise UserError(f"unknown benchmark {name!r}; expected one of: {known}")
-    return run_recipe_benchmark(name, out=out, overrides=overrides)
+# Every benchmark by name, one-recipe ones and studies alike: the one option check of run_benchmark.
+RUNS: Registry[dict] = Registry("benchmark")
+for _name in BENCHMARKS:
+    RUNS.register(_name)(functools.partial(lambda name, **kw: run_recipe_benchmark(name, **kw), _name))
+for _name, _study in STUDIES.items():
+    RUNS.register(_name)(_study.start)
 
 
-def run_recipe_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None) -> dict:
+def run_benchmark(name: str, *, out: Path | None = None, overrides: dict[str, str] | None = None,
+                  **options: Any) -> dict:  # fmt: skip
+    """Run benchmark ``name`` with the ``options`` it takes (those that are not None): ``run_dir`` for the
+    transfer, weakseg, detect and inference studies (their folder, continued if it exists; for inference a trained
+    run to measure), ``target`` for the speed and race studies, ``repeat`` for the races. An option a benchmark
+    does not take is a UserError naming the ones it does."""
+    given = {key: value for key, value in options.items() if value is not None}
+    return RUNS.create(name, given, out=out, overrides=overrides, results_dir=RESULTS_DIR, machine=machine())
+
+
+def run_recipe_benchmark(name: str, *, out: Path | None, overrides: dict[str, str] | None, results_dir: Path,
+                         machine: dict) -> dict:  # fmt: skip
     """Train benchmark ``name``'s recipe once and write its test accuracy against the goal."""
     from convscope import api
 
@@ -235,7 +261,7 @@ def run_recipe_benchmark(name: str, *, out: Path | None = None, overrides: dict[
         "run_dir": str(run_dir),
         **(bench.probe(run_dir) if bench.probe is not None else {}),
     }
-    path = write_result(result, name, overrides, machine(), out, RESULTS_DIR)
+    path = write_result(result, name, overrides, machine, out, results_dir)
     within = f" within {bench.max_train_seconds:.0f} s" if bench.max_train_seconds is not None else ""
     print(
         f"{name}: test accuracy {result['test_accuracy']:.4f} (target {bench.target_accuracy:.3f}{within}, "

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from convscope.config import load_recipe
+from convscope.errors import UserError
 from convscope.run import read_json
 
 
@@ -48,3 +53,35 @@ def write_result(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def run_in_process(entry: str, args: list[str], what: str) -> dict:
+    """``python -c ENTRY ARGS... RESULT_JSON`` in a process of its own (its peak memory its own, nothing left over
+    from the last run) and the JSON it writes. ``-c`` rather than ``-m``: the bench package imports the entry's
+    module first, and runpy warns about that. stdout (the epoch lines) streams; stderr is held so that the child's
+    own ``error:`` line becomes ours (naming ``what``) rather than a second one."""
+    with tempfile.TemporaryDirectory(prefix="convscope-bench-") as folder:
+        result_path = Path(folder) / "result.json"
+        command = [sys.executable, "-c", entry, *args, str(result_path)]
+        completed = subprocess.run(command, check=False, stderr=subprocess.PIPE, text=True)
+        errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+        if completed.returncode != 0 or not result_path.is_file():
+            if errors:
+                raise UserError(f"{what}: {errors[-1].removeprefix('error: ')}")
+            sys.stderr.write(completed.stderr)
+            raise UserError(f"{what} failed (exit status {completed.returncode})")
+        sys.stderr.write(completed.stderr)
+        return json.loads(result_path.read_text())
+
+
+def child_main(argv: list[str], run: Callable[[str, str, dict[str, str], Path], dict]) -> None:
+    """The child's side of :func:`run_in_process`: ``SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON`` -> ``run(system,
+    recipe, overrides, work_dir)``'s result written as JSON; a user error is one ``error:`` line, exit status 2."""
+    system, recipe_name, overrides, result_path = argv
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as work_dir:
+            result = run(system, recipe_name, json.loads(overrides), Path(work_dir))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    Path(result_path).write_text(json.dumps(result))

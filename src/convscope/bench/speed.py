@@ -10,9 +10,6 @@ the fraction of the machine's matmul peak (measured in the same run, fp32 and bf
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convscope.bench.runs import write_result
+from convscope.bench.runs import run_in_process, write_result
 from convscope.bench.speed_systems import SYSTEMS, prepare, seconds_to_target
 from convscope.errors import UserError
 
@@ -66,21 +63,8 @@ def forward_flops_per_image(recipe_name: str, overrides: dict[str, str]) -> floa
 
 
 def _run_in_process(system: str, recipe: str, overrides: dict[str, str]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="convscope-speed-") as folder:
-        result_path = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "convscope.bench.speed_systems", system, recipe, json.dumps(overrides),
-                   str(result_path)]  # fmt: skip
-        # stdout (the epoch lines) streams; stderr is held so that a system's own `error:` line becomes ours
-        # rather than a second one.
-        completed = subprocess.run(command, check=False, stderr=subprocess.PIPE, text=True)
-        errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
-        if completed.returncode != 0 or not result_path.is_file():
-            if errors:
-                raise UserError(f"speed benchmark, system {system!r}: {errors[-1].removeprefix('error: ')}")
-            sys.stderr.write(completed.stderr)
-            raise UserError(f"speed benchmark: system {system!r} failed (exit status {completed.returncode})")
-        sys.stderr.write(completed.stderr)
-        return json.loads(result_path.read_text())
+    entry = "import sys; from convscope.bench.speed_systems import main; main(sys.argv[1:])"
+    return run_in_process(entry, [system, recipe, json.dumps(overrides)], f"speed benchmark, system {system!r}")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

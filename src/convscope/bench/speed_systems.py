@@ -18,10 +18,7 @@ on a clock that is paused meanwhile: the seconds are training seconds only, for 
 
 from __future__ import annotations
 
-import json
 import resource
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from convscope.bench.runs import child_main
 from convscope.config import Recipe, load_recipe
 from convscope.data.base import ImageSet
 from convscope.data.modalities import get_modality
@@ -301,16 +299,5 @@ def run_system(system: str, recipe_name: str, overrides: dict[str, str], work_di
 
 
 def main(argv: list[str]) -> None:
-    """``python -m convscope.bench.speed_systems SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON``."""
-    system, recipe_name, overrides, result_path = argv
-    try:
-        with tempfile.TemporaryDirectory(prefix=f"speed-{system}-") as work_dir:
-            result = run_system(system, recipe_name, json.loads(overrides), Path(work_dir))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    Path(result_path).write_text(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    """``SYSTEM RECIPE OVERRIDES_JSON RESULT_JSON``: one system's run (see bench.runs.child_main)."""
+    child_main(argv, run_system)
