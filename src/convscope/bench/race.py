@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from convscope.bench import airbench
 from convscope.bench.runs import child_main, run_in_process, write_result
-from convscope.bench.speed import matmul_peak_gflops
+from convscope.bench.speed import matmul_peak_gflops, ratio
 from convscope.bench.speed_systems import SYSTEMS as SPEED_SYSTEMS
 from convscope.bench.speed_systems import prepare, run_system, seconds_to_target
 from convscope.errors import UserError
@@ -129,10 +129,6 @@ def median(values: list[float | None]) -> float | None:
     return None if middle == float("inf") else round(middle, 4)
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(a / b, 3)
-
-
 def run_race_study(
     name: str,
     *,
@@ -172,13 +168,13 @@ def run_race_study(
             if system == race.reference:
                 continue
             own, reference = medians[system]["seconds_to_target"], medians[race.reference]["seconds_to_target"]
-            figures[f"{system}_vs_{race.reference}"] = _ratio(own, reference)
+            figures[f"{system}_vs_{race.reference}"] = ratio(own, reference)
             figures[f"{system}_vs_{race.reference}_per_repetition"] = [
-                _ratio(mine["seconds_to_target"], theirs["seconds_to_target"])
+                ratio(mine["seconds_to_target"], theirs["seconds_to_target"])
                 for mine, theirs in zip(runs[system], runs[race.reference], strict=True)
             ]
-        ratio = figures.get(f"convscope_vs_{race.reference}")
-        reached["ratio"] = ratio is not None and ratio <= race.max_ratio
+        convscope_ratio = figures.get(f"convscope_vs_{race.reference}")
+        reached["ratio"] = convscope_ratio is not None and convscope_ratio <= race.max_ratio
     if race.max_seconds is not None and "convscope" in systems:
         # The time budget is the goal's only at the goal's accuracy or above.
         seconds = medians["convscope"]["seconds_to_target"]

@@ -67,7 +67,7 @@ def _run_in_process(system: str, recipe: str, overrides: dict[str, str]) -> dict
     return run_in_process(entry, [system, recipe, json.dumps(overrides)], f"speed benchmark, system {system!r}")
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a / b, 3)
 
 
@@ -104,8 +104,8 @@ def run_speed_study(
         return results.get(system, {}).get("seconds_to_target")
 
     figures = {
-        "convscope_vs_plain": _ratio(time_of("convscope"), time_of("plain")),
-        "convscope_vs_lightning": _ratio(time_of("convscope"), time_of("lightning")),
+        "convscope_vs_plain": ratio(time_of("convscope"), time_of("plain")),
+        "convscope_vs_lightning": ratio(time_of("convscope"), time_of("lightning")),
     }
     if "bare" in results and "convscope" in results:
         # Same computation (a test checks the two train identically): any difference in rate is the engine's.

@@ -34,10 +34,10 @@ class YoloGrid(ConvNet):
     darknet does, and no square root of a prediction is ever taken."""
 
     def __init__(self, features: nn.Module, head: nn.Module, grid: int, boxes: int, num_classes: int,
-                 channels_last_output: bool) -> None:  # fmt: skip
+                 conv_head: bool) -> None:  # fmt: skip
         super().__init__(features, head)
         self.grid, self.boxes, self.num_classes = grid, boxes, num_classes
-        self.conv_head = channels_last_output  # a conv head gives N x (B * 5 + C) x S x S
+        self.conv_head = conv_head  # a conv head gives N x (B * 5 + C) x S x S
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.features(x))
@@ -93,7 +93,7 @@ def yolo_grid(
             nn.Dropout(dropout),
             nn.Conv2d(hidden, outputs, 1),
         )
-    return YoloGrid(features, layers, grid, boxes, num_classes, channels_last_output=head == "conv")
+    return YoloGrid(features, layers, grid, boxes, num_classes, conv_head=head == "conv")
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
