@@ -97,3 +97,16 @@ def test_detect_on_a_classification_run_says_what_it_is(capsys, tmp_path, monkey
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
     code, _, err = cli(capsys, "detect", run, image)
     assert code == 2 and "not a detect run" in one_error_line(err)
+
+
+def test_the_seeds_grid_says_how_many_boxes_share_a_cell(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVSCOPE_FASHION_MNIST", str(make_idx(tmp_path / "fashion", n=60, n_test=30)))
+    run = tmp_path / "run"
+    code, out, err = cli(capsys, "train", "--recipe", "fashion-scenes-yolov1", "--data", "fashion-scenes:40,12",
+                         "--out", run, "--epochs", "1", "--batch-size", "16", "--quiet", "--set", "model.grid=1",
+                         "--set", "model.widths=[8,8,16]")  # fmt: skip
+    assert code == 0, err
+    info = json.loads((run / "run.json").read_text())
+    # One cell for the whole scene: of each scene's items only the largest is learnt.
+    assert info["boxes_in_shared_cells"] > 0
+    assert f"{info['boxes_in_shared_cells']} training box(es) share a grid cell" in out

@@ -145,8 +145,12 @@ def _set_up(recipe: Recipe, *, adapt_recipe: bool, world_size: int = 1) -> _Setu
     if adapt_recipe:
         recipe = adapt.after_data(recipe, info["sizes"]["train"], world_size, _note)
     task = build_task(recipe, info)
+    if recipe.train.monitor == "accuracy" and task.monitor != "accuracy":  # the default, for a task without it
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, monitor=task.monitor,
+                                                                       monitor_mode=task.monitor_mode))  # fmt: skip
     seed_everything(recipe.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(recipe, info, modality, task.num_outputs)
+    info = {**info, **task.data_notes(model, data)}
     return _Setup(recipe, modality, data, info, task, model)
 
 
@@ -443,6 +447,9 @@ def data_line(info: dict[str, Any], recipe: Recipe) -> str:
         how = (f"data.image_size, {recipe.data.resize}" if recipe.data.image_size
                else "the data's own size; data.image_size sets another")  # fmt: skip
         images = f"; images {info['channels']}x{height}x{width} ({how})"
+    shared = info.get("boxes_in_shared_cells")
+    if shared is not None:  # seed 002's rule: a cell holds one object; the largest box of a cell is learnt
+        images += f"; {shared} training box(es) share a grid cell with a larger one and are not learnt"
     return (f"data: {info['dataset']} ({sizes['train']} train / {sizes['valid']} valid / {sizes['test']} test; "
             f"{len(classes)} class{'es' if len(classes) != 1 else ''}: {shown}{images})")  # fmt: skip
 

@@ -70,18 +70,17 @@ def offline_environment(config_dir: Path) -> dict[str, str]:
 
 
 def train_and_predict(
-    data_yaml: Path, test_images: torch.Tensor, budget_seconds: float, workdir: Path, batch_size: int, threads: int
+    data_yaml: Path, test_images: torch.Tensor, budget_seconds: float, workdir: Path, batch_size: int
 ) -> PeerResult:
-    """Train YOLO11n on ``data_yaml`` for ``budget_seconds`` and predict ``test_images`` (uint8 N x C x H x W) with
-    ``threads`` torch threads. Meant for the peer's own process, with :func:`offline_environment` set before
-    Ultralytics is imported."""
+    """Train YOLO11n on ``data_yaml`` for ``budget_seconds`` and predict ``test_images`` (uint8 N x C x H x W). Meant
+    for the peer's own process, with :func:`offline_environment` set before Ultralytics is imported.
+
+    Ultralytics' own thread setting is kept: on a CPU it loads data in the training process (no workers) and gives
+    torch the cores less one. Forcing 2 threads on the 2-core machine made it 80x slower (0.9 against 73 training
+    images/s, 2026-12-01), so the peer runs as Ultralytics configures itself."""
     from ultralytics import YOLO, settings
-    from ultralytics.utils import torch_utils
 
     settings.update(sync=False)  # no analytics, whatever the user's settings say
-    # Ultralytics trains on the CPU without data workers and sets torch's threads to the cores less one, leaving a
-    # core of the 2 idle: it gets the threads convscope trains with instead.
-    torch_utils.NUM_THREADS = threads
     model = YOLO(MODEL)
     clock: dict[str, Any] = {"batches": 0, "epochs": 0, "validated": 0}
 
@@ -121,7 +120,6 @@ def train_and_predict(
         return to_torchmetrics(results)
 
     predict(images[:batch_size])  # untimed warm-up: the predictor is set up on its first call
-    torch.set_num_threads(threads)
     predictions: list[dict[str, torch.Tensor]] = []
     started = time.perf_counter()
     for start in range(0, len(images), batch_size):
@@ -136,7 +134,7 @@ def train_and_predict(
         "train_images_per_second": round(train_images / clock["seconds"], 1),
         "inference_seconds": round(inference_seconds, 3),
         "inference_images_per_second": round(len(images) / inference_seconds, 1),
-        "torch_threads": threads,
+        "torch_threads": torch.get_num_threads(),
         "settings": {
             "model": MODEL,
             "imgsz": IMAGE_SIZE,
@@ -167,10 +165,9 @@ def run_peer(
     budget_seconds: float,
     workdir: Path,
     batch_size: int = 500,
-    threads: int | None = None,
 ) -> PeerResult:
-    """Train and predict in a process of its own with ``threads`` torch threads (default: this process's); a
-    finished result in ``workdir`` is kept (a restarted study does not train the peer again)."""
+    """Train and predict in a process of its own; a finished result in ``workdir`` is kept (a restarted study does
+    not train the peer again)."""
     predictions_path, figures_path = workdir / PREDICTIONS_FILE, workdir / FIGURES_FILE
     if not (predictions_path.is_file() and figures_path.is_file()):
         # Only whether it is there: importing it here would set this process's threads and check the network.
@@ -178,8 +175,7 @@ def run_peer(
             raise UserError("the detection benchmark's peer needs Ultralytics: pip install 'convscope[bench]'")
         workdir.mkdir(parents=True, exist_ok=True)
         torch.save(test_images, workdir / "test-images.pt")
-        arguments = (data_yaml, workdir / "test-images.pt", budget_seconds, workdir, batch_size,
-                     threads or torch.get_num_threads())  # fmt: skip
+        arguments = (data_yaml, workdir / "test-images.pt", budget_seconds, workdir, batch_size)
         command = [sys.executable, "-m", "convscope.bench.detect_peer", *map(str, arguments)]
         completed = subprocess.run(command, check=False, env=offline_environment(workdir / "config"))
         if completed.returncode != 0 or not figures_path.is_file():
@@ -192,9 +188,8 @@ def run_peer(
 
 
 def main(argv: list[str]) -> None:
-    data_yaml, test_images, budget, workdir, batch_size, threads = argv
-    result = train_and_predict(Path(data_yaml), torch.load(test_images), float(budget), Path(workdir), int(batch_size),
-                               int(threads))  # fmt: skip
+    data_yaml, test_images, budget, workdir, batch_size = argv
+    result = train_and_predict(Path(data_yaml), torch.load(test_images), float(budget), Path(workdir), int(batch_size))
     torch.save(result.predictions, Path(workdir) / PREDICTIONS_FILE)
     (Path(workdir) / FIGURES_FILE).write_text(json.dumps(result.figures, indent=2) + "\n")
 

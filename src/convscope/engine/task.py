@@ -42,6 +42,10 @@ class Task:
     # The mask rule of a class-map task (weakseg, segment): how its maps become masks. None: not a class-map task.
     rule: str | None = None
     min_classes: ClassVar[int] = 1  # the classes the data must have (a classifier: 2; weakseg localises even one)
+    # The validation metric that picks best.pt and drives early stopping when the recipe keeps train.monitor's
+    # default ("accuracy"): a task without accuracy (detect: mAP) names its own.
+    monitor: ClassVar[str] = "accuracy"
+    monitor_mode: ClassVar[str] = "max"
     figures: ClassVar[Sequence[str]] = ()  # per-epoch figure callbacks, by their name in FIGURES
     measure: ClassVar[str | None] = None  # what to measure once trained, by its name in MEASURES
 
@@ -77,6 +81,11 @@ class Task:
 
     def observe_training_data(self, data: Any) -> None:
         """Look at the prepared data before training (e.g. a colour prior); by default nothing."""
+
+    def data_notes(self, model: nn.Module, data: Any) -> dict[str, Any]:
+        """Fields about the prepared data as this task and model will learn it, for run.json and the data line
+        (detect on a grid: the boxes that share a cell with a larger one); by default none."""
+        return {}
 
     def callbacks(self, loaders: dict[str, Any], run_dir: Path, info: dict[str, Any]) -> list[Callback]:
         """The callbacks this task adds to training: its per-epoch figures (:attr:`figures`)."""

@@ -406,6 +406,13 @@ class DetectTask(Task):
         """Per image the detections: ``boxes`` K x 4 (xyxy pixels of ``x``), ``scores`` K, ``labels`` K."""
         return self.decode(model, model(x), tuple(x.shape[-2:]))
 
+    def data_notes(self, model: nn.Module, data: Any) -> dict[str, Any]:
+        """``boxes_in_shared_cells``: the training boxes the seed's one-object-per-cell rule leaves unlearnt
+        (a grid model only)."""
+        train = data.train
+        dropped = self.cells_with_two_centres(model, train.boxes, train.labels, train.image_size)
+        return {} if dropped is None else {"boxes_in_shared_cells": int(dropped)}
+
     def cells_with_two_centres(self, model: nn.Module, boxes: torch.Tensor, labels: torch.Tensor,
                                image_size: tuple[int, int]) -> int | None:  # fmt: skip
         """How many true boxes the seed's one-object-per-cell rule drops from ``boxes`` / ``labels`` (a data
