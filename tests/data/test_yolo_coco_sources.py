@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,17 +169,32 @@ def test_write_yolo_round_trips_through_yolo(tmp_path):
             assert torch.allclose(want["boxes"], got["boxes"], atol=1e-3)
 
 
+# Ultralytics replaces PIL.Image.open when imported (to read HEIF), which changes the errors of every later
+# decode in the process: its checks run in a process of their own.
+ULTRALYTICS_CHECK = """
+import json, sys
+from ultralytics.data import utils
+data = utils.check_det_dataset(sys.argv[1], autodownload=False)
+result = utils.verify_image_label((sys.argv[2], sys.argv[3], "", False, 3, 0, 0, False))
+print(json.dumps({"nc": data["nc"], "names": data["names"], "train": str(data["train"]),
+                  "boxes": list(result[1].shape), "message": result[-1]}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="ultralytics is not installed")
 def test_write_yolo_is_what_ultralytics_reads(tmp_path):
-    utils = pytest.importorskip("ultralytics.data.utils")
     config = write_yolo({"train": _box_set(4), "val": _box_set(2)}, tmp_path / "out")
-    data = utils.check_det_dataset(str(config), autodownload=False)
-    assert data["nc"] == 3 and data["names"] == {0: "a", 1: "b", 2: "c"}
-    assert Path(data["train"]) == (tmp_path / "out" / "images" / "train").resolve()
-    # Ultralytics' own label check of one image: its boxes come back as written.
     out = tmp_path / "out"
     image, label = out / "images" / "train" / "000002.png", out / "labels" / "train" / "000002.txt"
-    result = utils.verify_image_label((str(image), str(label), "", False, 3, 0, 0, False))
-    assert result[1].shape == (2, 5) and result[-1] == ""  # two boxes, no warning
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp_path / "settings")}
+    completed = subprocess.run([sys.executable, "-c", ULTRALYTICS_CHECK, str(config), str(image), str(label)],
+                               capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert data["nc"] == 3 and data["names"] == {"0": "a", "1": "b", "2": "c"}
+    assert Path(data["train"]) == (tmp_path / "out" / "images" / "train").resolve()
+    # Ultralytics' own label check of one image: its boxes come back as written.
+    assert data["boxes"] == [2, 5] and data["message"] == ""  # two boxes, no warning
 
 
 def make_coco(root: Path, annotations: list[dict] | None = None, *, folder: str = "images") -> Path:

@@ -76,8 +76,8 @@ def train_and_predict(
     for the peer's own process, with :func:`offline_environment` set before Ultralytics is imported.
 
     Ultralytics' own thread setting is kept: on a CPU it loads data in the training process (no workers) and gives
-    torch the cores less one. Forcing 2 threads on the 2-core machine made it 80x slower (0.9 against 73 training
-    images/s, 2026-12-01), so the peer runs as Ultralytics configures itself."""
+    torch the cores less one. Forcing 2 torch threads on the 2-core machine made its training far slower, so the
+    peer runs as Ultralytics sets itself up."""
     from ultralytics import YOLO, settings
 
     settings.update(sync=False)  # no analytics, whatever the user's settings say
