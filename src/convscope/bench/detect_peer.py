@@ -184,12 +184,13 @@ def run_peer(
         (workdir / "test-images.pt").unlink()
     else:
         print(f"kept the finished Ultralytics run {workdir}")
-    return PeerResult(torch.load(predictions_path), json.loads(figures_path.read_text()))
+    return PeerResult(torch.load(predictions_path, weights_only=True), json.loads(figures_path.read_text()))
 
 
 def main(argv: list[str]) -> None:
     data_yaml, test_images, budget, workdir, batch_size = argv
-    result = train_and_predict(Path(data_yaml), torch.load(test_images), float(budget), Path(workdir), int(batch_size))
+    images = torch.load(test_images, weights_only=True)
+    result = train_and_predict(Path(data_yaml), images, float(budget), Path(workdir), int(batch_size))
     torch.save(result.predictions, Path(workdir) / PREDICTIONS_FILE)
     (Path(workdir) / FIGURES_FILE).write_text(json.dumps(result.figures, indent=2) + "\n")
 
