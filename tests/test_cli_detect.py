@@ -1,5 +1,6 @@
 """`convscope detect`, and `evaluate`, `predict`, `export`, `report` on a detect run, end to end on a tiny run."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -110,3 +111,33 @@ def test_the_seeds_grid_says_how_many_boxes_share_a_cell(capsys, tmp_path, monke
     # One cell for the whole scene: of each scene's items only the largest is learnt.
     assert info["boxes_in_shared_cells"] > 0
     assert f"{info['boxes_in_shared_cells']} training box(es) share a grid cell" in out
+
+
+def test_own_boxes_train_without_a_recipe_and_a_bad_label_is_one_error_line(capsys, tmp_path):
+    from tests.data.test_yolo_coco_sources import make_yolo
+
+    root = make_yolo(tmp_path / "shop", counts={"train": 12, "val": 4})
+    (root / "labels" / "train" / "3.txt").write_text("0 0.5 0.5 0.4 0.2\n7 0.5 0.5 0.1 0.1\n")  # class 7 of 2
+    small = ["--epochs", "1", "--quiet", "--set", "model.widths=[8,8,16]", "--set", "model.head_width=8"]
+    code, _, err = cli(capsys, "train", "--data", f"yolo:{root}", "--out", tmp_path / "bad", *small)
+    line = one_error_line(err)
+    assert code == 2 and "3.txt" in line and "line 2" in line
+    code, out, err = cli(capsys, "train", "--data", f"yolo:{root}", "--out", tmp_path / "run", "--skip-bad", *small)
+    assert code == 0, err
+    assert "'detect'" in out  # the default recipe for boxes
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["classes"] == ["cat", "dog"] and any("3.txt" in entry for entry in info["skipped"])
+
+
+@pytest.mark.parametrize("recipe", ["fashion-scenes-detect", "fashion-scenes-yolov1"])
+def test_a_short_run_on_200_scenes_lowers_the_loss(capsys, tmp_path, monkeypatch, recipe):
+    monkeypatch.setenv("CONVSCOPE_FASHION_MNIST", str(make_idx(tmp_path / "fashion", n=100, n_test=30)))
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--recipe", recipe, "--data", "fashion-scenes:200,20", "--out", run,
+                       "--epochs", "4", "--batch-size", "20", "--quiet", "--set", "model.widths=[8,16,16]")  # fmt: skip
+    assert code == 0, err
+    with (run / "metrics.csv").open() as stream:
+        rows = [row for row in csv.DictReader(stream) if row["split"] == "train"]
+    first = [float(row["loss"]) for row in rows if row["epoch"] == "1"]
+    last = [float(row["loss"]) for row in rows if row["epoch"] == "4"]
+    assert sum(last) / len(last) < 0.8 * sum(first) / len(first)

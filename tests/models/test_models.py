@@ -3,12 +3,14 @@ import torch
 from torch import nn
 
 from convscope.errors import UserError
-from convscope.models import create_model, list_models, model_options
+from convscope.models import DETECTORS, create_model, list_models, model_options
 
 SHAPES = [(1, (28, 28)), (3, (32, 32))]
 # The networks over images; char-cnn (texts) has its own tests in test_charcnn.py, the split-brain networks
-# (3-channel Lab images only; the pre-training one outputs colours) theirs in test_splitbrain.py.
-IMAGE_MODELS = [name for name in list_models() if name != "char-cnn" and not name.startswith("splitbrain")]
+# (3-channel Lab images only; the pre-training one outputs colours) theirs in test_splitbrain.py, the detectors
+# (boxes, not class scores) theirs in test_detect_models.py.
+IMAGE_MODELS = [name for name in list_models()
+                if name != "char-cnn" and not name.startswith("splitbrain") and name not in DETECTORS]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
