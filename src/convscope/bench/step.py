@@ -37,7 +37,7 @@ from convscope.errors import UserError
 GOAL = "the training step of each recipe's network, per lever, against today's eager bf16 step (bare)"
 RECIPES = ("fashion-mnist", "cifar10")
 WARMUP_STEPS = 3  # the first steps: kernel choice, and for compile its compilation
-TIMED_STEPS = 20
+TIMED_IMAGES = 10_000  # per measurement, whatever the batch: enough steps for a stable rate at a small batch
 ROUNDS = 2
 PROFILED_STEPS = 3
 PROFILE_ROWS = 12
@@ -109,7 +109,7 @@ def _step_fn(lever: Lever, model: nn.Module, optimizer: torch.optim.Optimizer, s
 
 
 def time_lever(setup: Setup, lever: Lever, flops_per_image: float, peaks: dict[str, float]) -> dict[str, Any]:
-    """One measurement of ``lever``: warm-up seconds, then images/s over TIMED_STEPS steps."""
+    """One measurement of ``lever``: warm-up seconds, then images/s over about TIMED_IMAGES images."""
     batch = max(1, round(setup.recipe.train.batch_size * lever.batch_factor))
     model = copy.deepcopy(setup.model).train()
     memory_format = torch.channels_last if lever.channels_last else torch.contiguous_format
@@ -130,13 +130,14 @@ def time_lever(setup: Setup, lever: Lever, flops_per_image: float, peaks: dict[s
             step(x, y)
         warmup = time.perf_counter() - started
         x, y = batches[-1]
+        steps = max(2, -(-TIMED_IMAGES // batch))
         started = time.perf_counter()
-        for _ in range(TIMED_STEPS):
+        for _ in range(steps):
             step(x, y)
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(threads)
-    rate = TIMED_STEPS * batch / seconds
+    rate = steps * batch / seconds
     return {
         "batch_size": batch,
         "images_per_second": round(rate, 1),
@@ -198,7 +199,7 @@ def run_step_study(*, out: Path | None, overrides: dict[str, str] | None, result
     peaks = {"bf16": matmul_peak_gflops(torch.bfloat16), "fp32": matmul_peak_gflops(torch.float32)}
     print(f"matmul peak: bf16 {peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s", flush=True)
     result: dict[str, Any] = {"benchmark": "step", "goal": GOAL, "matmul_peak_gflops": peaks, "rounds": rounds,
-                              "timed_steps": TIMED_STEPS, "recipes": {}}  # fmt: skip
+                              "timed_images": TIMED_IMAGES, "recipes": {}}  # fmt: skip
     for recipe in recipes:
         result["recipes"][recipe] = measure_recipe(recipe, overrides or {}, levers, rounds, peaks)
     path = write_result(result, "step", overrides, machine, out, results_dir)
