@@ -38,7 +38,13 @@ def test_levers_are_measured_against_bare_and_written(tmp_path, fake_fashion):
 
 def test_an_optimiser_without_the_implementation_says_so(tmp_path, fake_fashion):
     levers = tuple(lever for lever in step.LEVERS if lever.name in ("bare", "fused-optimizer"))
-    overrides = {"train.batch_size": "16", "model.widths": "[4,8,8]", "optim.name": "muon"}
+    overrides = {
+        "train.batch_size": "16",
+        "model.widths": "[4,8,8]",
+        "optim.name": "muon",
+        "optim.linear_lr": "0.01",
+        "optim.bias_lr": "0.01",
+    }
     result = step.run_step_study(out=tmp_path / "step.json", overrides=overrides, results_dir=tmp_path,
                                  machine={}, recipes=("fashion-mnist",), levers=levers, rounds=1)  # fmt: skip
     row = result["recipes"]["fashion-mnist"]["levers"]["fused-optimizer"]
