@@ -195,7 +195,7 @@ def run_race_study(
         "matmul_peak_gflops": {key: round(value, 1) for key, value in peaks.items()},
         "train_flops_per_image": flops,
     }
-    path = write_result(result, name, overrides, machine, out, results_dir, target=target)
+    path = write_result(result, name, overrides, machine, out, results_dir, target=target, repeat=repeat)
     print_table(runs, medians)
     print(", ".join(f"{key} {value}" for key, value in figures.items() if not key.endswith("_per_repetition"))
           + f"; written {path}")  # fmt: skip

@@ -28,10 +28,13 @@ def timed_run(recipe_name: str, overrides: dict[str, str], out: Path) -> tuple[d
     return read_json(out / "summary.json"), time.perf_counter() - started
 
 
-def bench_command(name: str, overrides: dict[str, str] | None = None, target: float | None = None) -> str:
-    """The command line that reproduces a benchmark's JSON, overrides and target included."""
+def bench_command(
+    name: str, overrides: dict[str, str] | None = None, target: float | None = None, repeat: int | None = None
+) -> str:
+    """The command line that reproduces a benchmark's JSON, overrides, target and repetitions included."""
     words = ["convscope", "bench", name, *(f"--set {key}={value}" for key, value in (overrides or {}).items())]
-    return " ".join(words + ([f"--target {target}"] if target is not None else []))
+    words += [f"--target {target}"] if target is not None else []
+    return " ".join(words + ([f"--repeat {repeat}"] if repeat is not None else []))
 
 
 def write_result(
@@ -43,12 +46,14 @@ def write_result(
     results_dir: Path,
     target: float | None = None,
     run_dir: Path | None = None,
+    repeat: int | None = None,
 ) -> Path:
     """The one writer of a benchmark's JSON (``out``, default ``results_dir/NAME.json``): its figures, then the
     overrides, the study's folder, the command that reproduces it (overrides and target included), the date and
     the machine with its load."""
     result.update(overrides=overrides or {}, **({"run_dir": str(run_dir)} if run_dir is not None else {}))
-    result.update(command=bench_command(name, overrides, target), date=time.strftime("%Y-%m-%d"), machine=machine)
+    command = bench_command(name, overrides, target, repeat)
+    result.update(command=command, date=time.strftime("%Y-%m-%d"), machine=machine)
     path = out or results_dir / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
