@@ -15,7 +15,7 @@ def notes() -> tuple[list[str], adapt.Note]:
 
 @pytest.mark.parametrize("train_images", [40, 123, 300, 399, 2000])
 def test_a_default_batch_shrinks_until_an_epoch_has_enough_steps(train_images):
-    recipe = load_recipe("fashion-mnist")  # batch 128, SGD 0.1
+    recipe = load_recipe("classify")  # batch 128, SGD 0.1
     said, note = notes()
     adapted = adapt.after_data(recipe, train_images, 1, note)
     batch = adapted.train.batch_size
@@ -26,13 +26,13 @@ def test_a_default_batch_shrinks_until_an_epoch_has_enough_steps(train_images):
 
 
 def test_a_batch_that_already_gives_enough_steps_is_kept():
-    recipe = load_recipe("fashion-mnist")
+    recipe = load_recipe("classify")
     said, note = notes()
     assert adapt.after_data(recipe, 128 * adapt.MIN_STEPS, 1, note) == recipe and not said
 
 
 def test_an_explicit_batch_is_kept_with_a_note_when_it_gives_few_steps():
-    recipe = load_recipe("fashion-mnist", {"train.batch_size": "64"})
+    recipe = load_recipe("classify", {"train.batch_size": "64"})
     said, note = notes()
     assert adapt.after_data(recipe, 150, 1, note).train.batch_size == 64
     assert len(said) == 1 and "leaves 3 steps per epoch" in said[0]
@@ -42,7 +42,7 @@ def test_an_explicit_batch_is_kept_with_a_note_when_it_gives_few_steps():
 
 
 def test_a_folder_smaller_than_the_smallest_batch_keeps_the_recipes_batch_when_it_is_smaller():
-    recipe = load_recipe("fashion-mnist", {"train.batch_size": "4"})
+    recipe = load_recipe("classify", {"train.batch_size": "4"})
     recipe.explicit.clear()  # as if the recipe file had said it
     assert adapt.after_data(recipe, 30, 1, notes()[1]) == recipe
 
@@ -57,7 +57,7 @@ def test_muon_scales_only_its_sgd_parts():
 
 
 def test_each_process_counts_its_share():
-    recipe = load_recipe("fashion-mnist")
+    recipe = load_recipe("classify")
     one = adapt.after_data(recipe, 400, 1, notes()[1]).train.batch_size
     two = adapt.after_data(recipe, 400, 2, notes()[1]).train.batch_size
     assert (one, two) == (20, 10)  # 20 steps for each process
@@ -100,6 +100,6 @@ def test_adapting_twice_changes_nothing_more():
 
 
 def test_the_last_batch_is_never_a_lone_image():
-    adapted = adapt.after_data(load_recipe("fashion-mnist"), 190, 1, notes()[1])
+    adapted = adapt.after_data(load_recipe("classify"), 190, 1, notes()[1])
     batch = adapted.train.batch_size
     assert 190 % batch == 0 or 190 % batch >= batch / 2, batch

@@ -18,8 +18,9 @@ def fake_fashion(tmp_path, monkeypatch):
 
 
 def test_levers_are_measured_against_bare_and_written(tmp_path, fake_fashion):
-    levers = tuple(lever for lever in step.LEVERS if lever.name in ("bare", "fp32", "batch-half", "fused-optimizer"))
-    overrides = {"train.batch_size": "16", "model.widths": "[4,8,8]"}
+    names = ("bare", "fp32", "batch-half", "fused-optimizer", "two-processes")
+    levers = tuple(lever for lever in step.LEVERS if lever.name in names)
+    overrides = {"train.batch_size": "16", "model.widths": "[4,8,8]", "optim.name": "sgd", "optim.lr": "0.1"}
     result = step.run_step_study(out=tmp_path / "step.json", overrides=overrides, results_dir=tmp_path,
                                  machine={"cpu": "test"}, recipes=("fashion-mnist",), levers=levers,
                                  rounds=2)  # fmt: skip
@@ -27,9 +28,10 @@ def test_levers_are_measured_against_bare_and_written(tmp_path, fake_fashion):
     assert written["command"].startswith("convscope bench step")
     figures = result["recipes"]["fashion-mnist"]
     rows = figures["levers"]
-    assert set(rows) == {"bare", "fp32", "batch-half", "fused-optimizer"}
+    assert set(rows) == set(names)
     assert rows["bare"]["ratio_to_bare"] == 1.0 and len(rows["bare"]["runs"]) == 2  # both rounds kept
     assert rows["batch-half"]["batch_size"] == 8 and rows["bare"]["batch_size"] == 16
+    assert rows["two-processes"]["batch_size"] == 16  # the same batch, split over the processes
     for row in rows.values():
         assert row["images_per_second"] > 0 and 0 < row["flops_fraction"] < 1
     assert figures["training_flops_per_image"] > 0
@@ -41,9 +43,7 @@ def test_an_optimiser_without_the_implementation_says_so(tmp_path, fake_fashion)
     overrides = {
         "train.batch_size": "16",
         "model.widths": "[4,8,8]",
-        "optim.name": "muon",
-        "optim.linear_lr": "0.01",
-        "optim.bias_lr": "0.01",
+        "optim.name": "muon",  # the fashion-mnist recipe's own
     }
     result = step.run_step_study(out=tmp_path / "step.json", overrides=overrides, results_dir=tmp_path,
                                  machine={}, recipes=("fashion-mnist",), levers=levers, rounds=1)  # fmt: skip

@@ -148,7 +148,7 @@ def test_recipes_keys_with_a_recipe_lists_its_task_and_model_options(capsys):
         assert f"  model.{option} " in out
     assert "model.num_classes" not in out and "model.in_channels" not in out  # the data sets those
     smoothing = next(line for line in out.splitlines() if "task.label_smoothing" in line)
-    assert smoothing.split()[1:] == ["float", "0.0", "the", "recipe", "sets", "0.1"]
+    assert smoothing.split()[1:] == ["float", "0.0", "the", "recipe", "sets", "0.2"]
 
 
 def test_recipes_recipe_without_keys_is_an_error(capsys):

@@ -211,9 +211,11 @@ def agnostic_default(recipe_name: str, overrides: dict[str, str]) -> bool | None
 
 def classifier_overrides(overrides: dict[str, str]) -> dict[str, str]:
     """The classification run whose body the detector can load: the fashion-mnist recipe (fastnet-small, whose
-    widths are fastdet's own), with the detector's widths when its recipe sets others."""
+    widths are fastdet's own) with the detectors' 3x3 conv stem (the recipe's whitening stem is a pixel smaller and
+    shifts the body's layers), and the detector's widths when its recipe sets others."""
     widths = load_recipe(DETECT_RECIPE, overrides).model.options.get("widths")
-    return {} if widths is None else {"model.name": "fastnet", "model.widths": str(list(widths))}
+    stem = {"model.stem": '"conv"'}
+    return stem if widths is None else {**stem, "model.name": "fastnet", "model.widths": str(list(widths))}
 
 
 def one_shot_study(

@@ -3,7 +3,9 @@
 The reference, ``bare``, is the step the engine runs today and the speed harness's ``bare`` system times: eager,
 bf16 autocast, channels_last, the recipe's optimiser as torch builds it (``foreach``). Each other lever changes one
 thing: fp32, contiguous memory, one thread, half or twice the batch, the optimiser's ``fused`` or for-loop
-implementation, ``torch.compile`` (inductor) with and without max-autotune. A lever's figure is its images/s on
+implementation, ``torch.compile`` (inductor) with and without max-autotune, and data parallelism: the same batch
+split over two processes of one thread each on two cores (DDP over gloo, as ``convscope train --nproc 2`` runs,
+but with the global batch kept). A lever's figure is its images/s on
 the recipe's real training batches, its ratio to ``bare`` measured in the same round, and the share of the
 measured matmul peak of its precision that it reaches (training FLOPs per image x images/s / peak). Compiling costs
 a warm-up (its first steps), reported beside the rate: it counts in time-to-accuracy.
@@ -16,6 +18,7 @@ operators says where its time goes.
 from __future__ import annotations
 
 import copy
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -24,13 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from convscope.bench.race import training_flops_per_image
 from convscope.bench.runs import write_result
 from convscope.bench.speed import matmul_peak_gflops
 from convscope.bench.speed_systems import Setup, prepare
+from convscope.distributed import cpu_cores
 from convscope.engine.optim import build_optimizer
 from convscope.errors import UserError
 
@@ -52,6 +59,7 @@ class Lever:
     batch_factor: float = 1.0
     threads: int | None = None  # torch.set_num_threads; None: as the process has it
     optimizer_impl: str = "foreach"  # foreach (torch's default on CPU tensors), fused, for-loop
+    processes: int = 1  # > 1: the batch split over this many DDP processes, the cores shared out among them
 
 
 LEVERS = (
@@ -65,6 +73,7 @@ LEVERS = (
     Lever("for-loop-optimizer", optimizer_impl="for-loop"),
     Lever("compile", compile_mode="default"),
     Lever("compile-max-autotune", compile_mode="max-autotune"),
+    Lever("two-processes", processes=2),
 )
 
 
@@ -108,6 +117,65 @@ def _step_fn(lever: Lever, model: nn.Module, optimizer: torch.optim.Optimizer, s
     return step
 
 
+def _time_steps(step: Callable, batches: list, steps: int, threads: int | None) -> tuple[float, float]:
+    """Seconds of the warm-up steps (all batches but the last), then of ``steps`` steps on the last batch."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        for x, y in batches[:-1]:
+            step(x, y)
+        warmup = time.perf_counter() - started
+        x, y = batches[-1]
+        started = time.perf_counter()
+        for _ in range(steps):
+            step(x, y)
+        return warmup, time.perf_counter() - started
+    finally:
+        torch.set_num_threads(before)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _data_parallel_worker(rank: int, lever: Lever, port: int, model: nn.Module, optim: Any, smoothing: float,
+                          batches: list, steps: int, queue: Any) -> None:  # fmt: skip
+    """One of ``lever.processes`` ranks: its share of each batch, gradients averaged by DDP during backward."""
+    world = lever.processes
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        memory_format = torch.channels_last if lever.channels_last else torch.contiguous_format
+        model = model.train().to(memory_format=memory_format)
+        wrapped = DistributedDataParallel(model)
+        optimizer = build_optimizer(optim, model.parameters())
+        share = [(x.chunk(world)[rank].contiguous(memory_format=memory_format), y.chunk(world)[rank])
+                 for x, y in batches]  # fmt: skip
+        step = _step_fn(lever, wrapped, optimizer, smoothing)
+        threads = max(1, cpu_cores() // world)
+        dist.barrier()
+        warmup, seconds = _time_steps(step, share, steps, threads)
+        dist.barrier()  # the slower rank's time is the step's
+        if rank == 0:
+            queue.put((warmup, seconds))
+    finally:
+        dist.destroy_process_group()
+
+
+def _time_data_parallel(lever: Lever, model: nn.Module, setup: Setup, smoothing: float, batches: list,
+                        steps: int) -> tuple[float, float]:  # fmt: skip
+    """Warm-up and timed seconds of ``steps`` steps of the whole batch split over ``lever.processes`` processes."""
+    if batches[0][0].shape[0] < lever.processes:
+        raise UserError(f"batch {batches[0][0].shape[0]} cannot be split over {lever.processes} processes")
+    queue = mp.get_context("spawn").SimpleQueue()
+    args = (lever, _free_port(), model, setup.recipe.optim, smoothing, batches, steps, queue)
+    mp.spawn(_data_parallel_worker, args=args, nprocs=lever.processes, join=True)
+    return queue.get()
+
+
 def time_lever(setup: Setup, lever: Lever, flops_per_image: float, peaks: dict[str, float]) -> dict[str, Any]:
     """One measurement of ``lever``: warm-up seconds, then images/s over about TIMED_IMAGES images."""
     batch = max(1, round(setup.recipe.train.batch_size * lever.batch_factor))
@@ -120,29 +188,18 @@ def time_lever(setup: Setup, lever: Lever, flops_per_image: float, peaks: dict[s
         return {"images_per_second": None, "why": why}
     smoothing = float(setup.recipe.task.options.get("label_smoothing", 0.0))
     batches = [(x.contiguous(memory_format=memory_format), y) for x, y in _batches(setup, batch, WARMUP_STEPS + 1)]
-    step = _step_fn(lever, model, optimizer, smoothing)
-    threads = torch.get_num_threads()
-    if lever.threads is not None:
-        torch.set_num_threads(lever.threads)
-    try:
-        started = time.perf_counter()
-        for x, y in batches[:WARMUP_STEPS]:
-            step(x, y)
-        warmup = time.perf_counter() - started
-        x, y = batches[-1]
-        steps = max(2, -(-TIMED_IMAGES // batch))
-        started = time.perf_counter()
-        for _ in range(steps):
-            step(x, y)
-        seconds = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
+    steps = max(2, -(-TIMED_IMAGES // batch))
+    if lever.processes > 1:
+        warmup, seconds = _time_data_parallel(lever, model, setup, smoothing, batches, steps)
+    else:
+        step = _step_fn(lever, model, optimizer, smoothing)
+        warmup, seconds = _time_steps(step, batches, steps, lever.threads)
     rate = steps * batch / seconds
     return {
         "batch_size": batch,
         "images_per_second": round(rate, 1),
         "warmup_seconds": round(warmup, 2),
-        "flops_fraction": round(flops_per_image * rate / (peaks[lever.precision] * 1e9), 4),
+        "flops_fraction": float(f"{flops_per_image * rate / (peaks[lever.precision] * 1e9):.4g}"),  # tiny nets: > 0
     }
 
 
