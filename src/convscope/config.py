@@ -61,6 +61,7 @@ def check_resize(mode: str) -> None:
 
 # augment.crop_padding_mode -> torch.nn.functional.pad's mode
 CROP_PADDING_MODES = {"reflect": "reflect", "zeros": "constant"}
+HFLIP_MODES = ("random", "alternate")
 
 
 @dataclass
@@ -70,6 +71,9 @@ class AugmentConfig:
     crop_padding: int = 0  # random crop of the image size after padding each side by N pixels
     crop_padding_mode: str = "reflect"  # reflect | zeros (torchvision's RandomCrop, as seed 000 uses it)
     hflip: bool = False  # mirror left-right with probability 0.5
+    # random: each image of each batch drawn anew; alternate: airbench's alternating flip, each training image
+    # mirrored in every other epoch (a random half of them in the even epochs, the others in the odd ones)
+    hflip_mode: str = "random"
     vflip: bool = False  # flip upside down with probability 0.5
     rotation: float = 0.0  # rotate by an angle uniform in [-N, N] degrees (zeros outside)
     center_crop: int = 0  # crop the centre N x N (training and evaluation alike)
@@ -82,6 +86,8 @@ class AugmentConfig:
         if self.crop_padding_mode not in CROP_PADDING_MODES:
             raise UserError(f"augment.crop_padding_mode = {self.crop_padding_mode!r}: expected one of "
                             f"{', '.join(CROP_PADDING_MODES)}")  # fmt: skip
+        if self.hflip_mode not in HFLIP_MODES:
+            raise UserError(f"augment.hflip_mode = {self.hflip_mode!r}: expected one of {', '.join(HFLIP_MODES)}")
         if not 0.0 <= self.rotation <= 180.0:
             raise UserError(f"augment.rotation = {self.rotation}: expected degrees in [0, 180]")
         check_count("augment.center_crop", self.center_crop, 0, 4096)

@@ -117,3 +117,46 @@ def test_spread_takes_samples_evenly_from_first_to_last() -> None:
     loader = _loader(_data(n=10), shuffle=False)
     assert loader.spread(4)[1].tolist() == [0, 3, 6, 9]  # labels are the sample indices
     assert loader.spread(50)[1].tolist() == list(range(10))  # never more than the data holds
+
+
+def _mirrored(loader: TensorLoader, data: ImageSet, epoch: int) -> dict[int, bool]:
+    """Per sample of the epoch, whether the loader served it mirrored (no other augmentation)."""
+    loader.set_epoch(epoch)
+    normalize = TensorLoader(data, 1, shuffle=False, mean=[0.5] * data.channels, std=[0.25] * data.channels).normalize
+    out = {}
+    for x, y in loader:
+        plain = normalize(data.images[y].float() / 255)
+        for i, served, original in zip(y.tolist(), x, plain, strict=True):
+            assert torch.equal(served, original) or torch.equal(served, original.flip(-1))
+            out[i] = not torch.equal(served, original)
+    return out
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch() -> None:
+    data = _data(n=200)
+    loader = _loader(data, batch_size=32, alternate_flip=True, seed=5)
+    epochs = [_mirrored(loader, data, epoch) for epoch in range(4)]
+    assert all(len(seen) == 200 for seen in epochs)
+    assert all(epochs[0][i] != epochs[1][i] for i in range(200))  # each image both ways over two epochs
+    assert epochs[0] == epochs[2] and epochs[1] == epochs[3]
+    assert 60 < sum(epochs[0].values()) < 140  # a random half, not all or none
+    other_seed = _mirrored(_loader(data, batch_size=32, alternate_flip=True, seed=6), data, 0)
+    assert other_seed != epochs[0]
+
+
+def test_alternating_flip_comes_from_the_recipe_and_only_where_a_loader_does_it() -> None:
+    from convscope.data.modalities.image import make_loader
+
+    data = _data(n=40)
+    cfg = AugmentConfig(hflip=True, hflip_mode="alternate")
+    loader = make_loader(data, 8, mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), train=True,
+                         augment=cfg)  # fmt: skip
+    assert loader.flipped_in_even_epochs is not None and loader.augment is None
+    first, second = _mirrored(loader, data, 0), _mirrored(loader, data, 1)
+    assert all(first[i] != second[i] for i in range(40))
+    evaluation = make_loader(data, 8, mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), augment=cfg)
+    assert evaluation.flipped_in_even_epochs is None
+    with pytest.raises(UserError, match=r"augment.hflip_mode = 'alternate' is done by image classification's loader"):
+        build_augment(cfg)
+    with pytest.raises(UserError, match=r"augment.hflip_mode = 'sometimes': expected one of random, alternate"):
+        AugmentConfig(hflip=True, hflip_mode="sometimes")

@@ -94,8 +94,31 @@ def test_flip_tta_loss_is_the_cross_entropy_of_the_averaged_prediction():
     assert metrics.compute()["loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_flip_shift_tta_weights_airbench_six_views():
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 5, 6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(60, 4))
+    got = ClassifyTask(4, tta="flip-shift").predict(model, x)
+
+    def shifted(view: torch.Tensor, by: int) -> torch.Tensor:
+        # Pixel (i, j) of the view is pixel (i - by, j - by) of the image, reflected at the edges.
+        def reflect(n: int) -> torch.Tensor:
+            return torch.tensor([abs(i - by) if i - by < n else 2 * (n - 1) - (i - by) for i in range(n)])
+
+        return view.index_select(-2, reflect(view.shape[-2])).index_select(-1, reflect(view.shape[-1]))
+
+    def probs(view: torch.Tensor) -> torch.Tensor:
+        return model(view).softmax(1)
+
+    expected = (probs(x) + probs(x.flip(-1))) / 4 + sum(
+        (probs(shifted(x, by)) + probs(shifted(x, by).flip(-1))) / 8 for by in (1, -1)
+    )
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, ClassifyTask(4, tta="flip").predict(model, x))
+
+
 def test_tta_is_checked():
-    with pytest.raises(UserError, match=r"task.tta = 'crops' is not one of: none, flip"):
+    with pytest.raises(UserError, match=r"task.tta = 'crops' is not one of: none, flip, flip-shift"):
         ClassifyTask(3, tta="crops")
     with pytest.raises(UserError, match=r"mirrors images; task 'text' takes text inputs"):
         TASKS.get("text")(num_classes=2, tta="flip")

@@ -244,13 +244,19 @@ class Pipeline:
 
 
 def build_augment(
-    cfg: AugmentConfig, *, train: bool = True, color_pca: tuple[torch.Tensor, torch.Tensor] | None = None
+    cfg: AugmentConfig,
+    *,
+    train: bool = True,
+    color_pca: tuple[torch.Tensor, torch.Tensor] | None = None,
+    loader_flips: bool = False,
 ) -> Pipeline | None:
     """The pipeline for ``cfg``, or None when it does nothing.
 
     ``train=False`` keeps only the deterministic steps (the centre crop), which evaluation
     needs too so that it sees images of the size the network was trained on. ``color_pca`` is the
-    training data's (eigenvalues, eigenvectors), which ``cfg.pca_color`` needs.
+    training data's (eigenvalues, eigenvectors), which ``cfg.pca_color`` needs. ``loader_flips``: the loader
+    mirrors the images itself (``hflip_mode = "alternate"`` needs to know each image and epoch, which a
+    pipeline of batch ops does not), so the pipeline leaves the flip out.
     """
     ops: list[Op] = []
     if cfg.center_crop:
@@ -258,8 +264,11 @@ def build_augment(
     if train:
         if cfg.crop_padding:
             ops.append(RandomCrop(cfg.crop_padding, cfg.crop_padding_mode))
-        if cfg.hflip:
+        if cfg.hflip and cfg.hflip_mode == "random":
             ops.append(HorizontalFlip())
+        elif cfg.hflip and not loader_flips:
+            raise UserError(f"augment.hflip_mode = {cfg.hflip_mode!r} is done by image classification's loader, "
+                            "which this task does not use; set augment.hflip_mode = 'random'")  # fmt: skip
         if cfg.vflip:
             ops.append(VerticalFlip())
         if cfg.rotation:

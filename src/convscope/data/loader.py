@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from convscope.data.augment import Normalize, Pipeline
+from convscope.data.augment import HorizontalFlip, Normalize, Pipeline
 from convscope.data.base import ImageSet
 from convscope.errors import UserError
 
@@ -116,6 +116,9 @@ class TensorLoader(IndexLoader):
 
     Any ``augment`` is applied to every batch with a generator keyed by (seed, epoch, batch, rank), so
     pass only deterministic steps to an evaluation loader (``build_augment(cfg, train=False)``).
+    ``alternate_flip`` is airbench's alternating flip, before ``augment``: a random half of the images (drawn
+    once from the seed) is mirrored in the even epochs and the other half in the odd ones, so that over two
+    epochs the network sees every image both ways, where independent draws leave a quarter of them one way.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class TensorLoader(IndexLoader):
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        alternate_flip: bool = False,
     ) -> None:
         super().__init__(
             len(data),
@@ -152,12 +156,19 @@ class TensorLoader(IndexLoader):
         self.normalize = Normalize(mean, std)
         self.device = torch.device(device)
         self.channels_last = channels_last
+        # The same draw on every rank and run: a function of the seed alone.
+        self.flipped_in_even_epochs = (
+            torch.rand(len(data), generator=_generator("alternate-flip", seed)) < 0.5 if alternate_flip else None
+        )
 
     def _batch(self, index: torch.Tensor, epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = index.to(self.data.images.device)
         # Move uint8, convert on the device: a quarter of the bytes of a float32 transfer.
         x = self.data.images[index].to(self.device).float().div_(255)
         y = self.data.labels[index].to(self.device)
+        if self.flipped_in_even_epochs is not None:
+            flip = self.flipped_in_even_epochs[index.cpu()] ^ bool(epoch % 2)
+            x = HorizontalFlip().apply(x, flip.to(self.device))
         if self.augment is not None:
             x = self.augment(x, _generator("augment", self.seed, epoch, batch, self.rank))
         x = self.normalize(x)

@@ -22,7 +22,7 @@ from torchmetrics.classification import (
 from convscope.engine.task import Task
 from convscope.errors import UserError
 
-TTA_MODES = ("none", "flip")
+TTA_MODES = ("none", "flip", "flip-shift")
 
 
 class ClassifyTask(Task):
@@ -32,7 +32,9 @@ class ClassifyTask(Task):
     and ``predict`` alike, the mean of the class probabilities of the image and its mirror image: twice the
     inference cost for up to 0.3 points on Fashion-MNIST and 0.55 on CIFAR-10. Training is unchanged. Only for
     data whose mirror image is a valid sample of its class (a network trained with ``augment.hflip``: without it,
-    flips cost Fashion-MNIST 0.4-0.5 points).
+    flips cost Fashion-MNIST 0.4-0.5 points). ``tta = "flip-shift"`` is airbench's six views: the image and its
+    mirror (weight 1/4 each), and both of them shifted by one pixel up-left and down-right (1/8 each; the edge
+    reflected), for networks trained with ``augment.crop_padding``; six times the inference cost.
     """
 
     name = "classify"
@@ -82,10 +84,24 @@ class ClassifyTask(Task):
         return MetricCollection(metrics, compute_groups=False)
 
     def log_probs(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Log class probabilities (fp32): of the image, or with ``tta`` the log of the views' mean probability."""
-        views = [x, x.flip(-1)] if self.tta == "flip" else [x]
-        stacked = torch.stack([model(view).float().log_softmax(dim=1) for view in views])
-        return stacked.logsumexp(dim=0) - math.log(len(views))
+        """Log class probabilities (fp32): of the image, or with ``tta`` the log of the views' weighted mean
+        probability."""
+        views, weights = self._views(x)
+        weighted = [model(v).float().log_softmax(dim=1) + math.log(w) for v, w in zip(views, weights, strict=True)]
+        return torch.stack(weighted).logsumexp(dim=0)
+
+    def _views(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[float]]:
+        """The test-time views of a batch and their weights (summing to 1)."""
+        if self.tta == "none":
+            return [x], [1.0]
+        views, weights = [x, x.flip(-1)], [0.5, 0.5]
+        if self.tta == "flip-shift":
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+            views += [view for s in shifted for view in (s, s.flip(-1))]
+            weights = [0.25, 0.25] + [0.125] * 4
+        return views, weights
 
     def validation_step(self, model: nn.Module, batch, metrics: MetricCollection) -> None:
         x, y = batch

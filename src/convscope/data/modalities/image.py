@@ -247,13 +247,17 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
 ) -> TensorLoader:
+    alternate_flip = train and augment is not None and augment.hflip and augment.hflip_mode == "alternate"
     return TensorLoader(
         data,
         batch_size,
         shuffle=train,
         seed=seed,
         # Evaluation keeps only the deterministic steps (a centre crop) so it sees what training saw.
-        augment=build_augment(augment, train=train, color_pca=color_pca) if augment is not None else None,
+        augment=build_augment(augment, train=train, color_pca=color_pca, loader_flips=True)
+        if augment is not None
+        else None,
+        alternate_flip=alternate_flip,
         mean=mean,
         std=std,
         device=device,
